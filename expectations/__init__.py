@@ -1,0 +1,1 @@
+"""Great Expectations suites (files) and the validation runner."""

@@ -1,0 +1,1 @@
+"""The canonical data contract, the Parquet lake, point-in-time features and labels."""

@@ -1,0 +1,1 @@
+"""Training, calibration, evaluation, explanations, registry, scoring and forecasting."""

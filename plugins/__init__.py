@@ -1,0 +1,1 @@
+"""Airflow-side integration: CRM connectors (extract and push) behind small interfaces."""

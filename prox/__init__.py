@@ -1,0 +1,1 @@
+"""ProX core: settings, the command line, privacy helpers shared by every part."""
