@@ -19,8 +19,11 @@ from prox.settings import SettingsError
 #: Modules contributing subcommands, in the order ``prox --help`` lists them.
 COMMAND_MODULES = (
     "sandbox.cli",
+    "sandbox.emulator_cli",
     "prox.demo",
     "expectations.cli",
+    "models.forecast.cli",
+    "models.cli",
 )
 
 
