@@ -542,21 +542,24 @@ def create_app(store: Store, faults: Faults, credentials: dict[str, str]) -> Fas
         until = _as_iso(q.get("occurredBefore")) if q.get("occurredBefore") else None
         wanted_type = q.get("eventType")
         object_id = q.get("objectId")
-        start = cursor[0] if cursor else since
-        rows = []
-        for r in store.scan(SYSTEM, "events", since=start, since_inclusive=True, until=until):
-            stamp = r["_modstamp"]
-            if cursor and (stamp, r["id"]) <= (cursor[0], cursor[1]):
-                continue
-            if since and not cursor and stamp <= since:
-                continue
-            if wanted_type and r["eventType"] != wanted_type:
-                continue
-            if object_id and r["objectId"] != object_id:
-                continue
-            rows.append(r)
-            if len(rows) > limit:
+        # read in bounded chunks from the (modstamp, id) cursor: a page costs O(limit), not O(all events)
+        position = (cursor[0], cursor[1]) if cursor else None
+        rows: list[dict[str, Any]] = []
+        chunk = 4 * (limit + 1)
+        while len(rows) <= limit:
+            batch = list(store.scan(SYSTEM, "events", since=None if position else since,
+                                    since_inclusive=False, until=until, after_stamp_id=position, limit=chunk))
+            for r in batch:
+                if wanted_type and r["eventType"] != wanted_type:
+                    continue
+                if object_id and r["objectId"] != object_id:
+                    continue
+                rows.append(r)
+                if len(rows) > limit:
+                    break
+            if len(batch) < chunk:
                 break
+            position = (batch[-1]["_modstamp"], batch[-1]["id"])
         more = len(rows) > limit
         rows = rows[:limit]
         body: dict[str, Any] = {

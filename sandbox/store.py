@@ -127,12 +127,20 @@ class Store:
         until: str | None = None,
         until_inclusive: bool = False,
         after_k: int | None = None,
+        after_stamp_id: tuple[str, str] | None = None,
         order: str = "modstamp",
         limit: int | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Records of one object filtered on the indexed columns, in index order."""
+        """Records of one object filtered on the indexed columns, in index order.
+
+        ``after_stamp_id`` is a (modstamp, id) cursor: only records strictly after it in
+        (modstamp, id) order, which is what lets a page be read with LIMIT.
+        """
         sql = "SELECT data FROM records WHERE system=? AND object=?"
         params: list[Any] = [system, obj]
+        if after_stamp_id is not None:
+            sql += " AND (modstamp > ? OR (modstamp = ? AND id > ?))"
+            params.extend([after_stamp_id[0], after_stamp_id[0], after_stamp_id[1]])
         if since is not None:
             sql += " AND modstamp >= ?" if since_inclusive else " AND modstamp > ?"
             params.append(since)
