@@ -1,0 +1,158 @@
+"""
+### ProX: retrain the lead-scoring model (weekly, or on demand)
+
+Every Sunday night, or when triggered (with parameters for the search budget and the gate):
+
+1. **build_training_set**: point-in-time snapshots of the canonical leads, engagement and
+   status history (lake clean zone, or the simulated world), labelled "converted within the
+   horizon", stacked -> `features/training_set` of the run's date, with its digest.
+2. **validate**: the Great Expectations `features` suite on it; a critical failure stops here.
+3. **train**: one MLflow run: lineage (digests of the training set and its sources), the
+   validation evidence, the cold-start check (too little history: rules-based score, no
+   model), the leakage audit, LightGBM with a bounded search and the logistic baseline, both
+   calibrated; the better on validation wins.
+4. **evaluate**: the newest holdout: metrics, segments, oracle (simulated data), tiers,
+   plots, model card.
+5. **register**: a new model version with signature and input example, `@challenger`.
+6. **gate**: promoted to `@champion` only if it beats the champion on the same holdout by
+   the margin and passes the calibration and segment-gap limits; the decision is recorded on
+   the version and in the audit log.
+
+Tasks pass small dicts (paths, run ids, figures) through XCom; each re-reads its inputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+RUN_DATE = "{{ (data_interval_end or dag_run.run_after) | ds }}"
+
+
+def _airflow_ids() -> dict:
+    """The DAG and run ids of the running task, for the MLflow run's tags."""
+    ctx = get_current_context()
+    ti = ctx["ti"]
+    return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id}
+
+
+def _config(params: dict) -> dict:
+    """Model, run and gate settings from the DAG params (plain dicts for the step functions)."""
+    return {
+        "config": {"max_trials": int(params["max_trials"]), "time_budget_s": float(params["time_budget_s"]),
+                   "seed": int(params["seed"]), "num_threads": int(params["num_threads"]),
+                   "max_num_leaves": int(params["max_num_leaves"]), "max_depth": int(params["max_depth"])},
+        "options": {"every_days": int(params["every_days"]), "lookback_days": int(params["lookback_days"]),
+                    "exclude_features": tuple(params["exclude_features"]),
+                    "min_leads": int(params["min_leads"]), "min_conversions": int(params["min_conversions"]),
+                    "segment_min_rows": int(params["segment_min_rows"])},
+        "gate": {"margin": float(params["margin"]), "max_ece": float(params["max_ece"]),
+                 "max_segment_gap": float(params["max_segment_gap"])},
+    }
+
+
+@dag(
+    dag_id="prox_retrain",
+    schedule="0 2 * * 0",
+    start_date=dt.datetime(2026, 1, 4, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["prox", "model"],
+    doc_md=__doc__,
+    default_args={"owner": "prox", "retries": 2, "retry_delay": dt.timedelta(minutes=5)},
+    params={
+        "source": Param("auto", type="string", description="auto, lake, world or world:<dir>"),
+        "max_trials": Param(12, type="integer", minimum=1, description="LightGBM search: max trials"),
+        "time_budget_s": Param(900, type="number", minimum=1, description="LightGBM search: seconds"),
+        "num_threads": Param(1, type="integer", minimum=1, description="LightGBM threads"),
+        "max_num_leaves": Param(127, type="integer", minimum=2, description="LightGBM search: leaves cap"),
+        "max_depth": Param(-1, type="integer", description="LightGBM search: depth cap (-1: none)"),
+        "seed": Param(7, type="integer", minimum=0),
+        "every_days": Param(14, type="integer", minimum=1, description="days between snapshots"),
+        "lookback_days": Param(365, type="integer", minimum=30, description="history used"),
+        "exclude_features": Param([], type="array", description="features to leave out"),
+        "min_leads": Param(1000, type="integer", minimum=1, description="cold start below this many leads"),
+        "min_conversions": Param(120, type="integer", minimum=1, description="... or this many conversions"),
+        "segment_min_rows": Param(200, type="integer", minimum=1, description="rows for a segment's figures"),
+        "margin": Param(0.002, type="number", description="ROC AUC gain needed over the champion"),
+        "max_ece": Param(0.03, type="number", minimum=0, description="calibration limit"),
+        "max_segment_gap": Param(0.15, type="number", minimum=0, description="segment AUC gap limit"),
+    },
+)
+def prox_retrain():
+    @task(multiple_outputs=False)
+    def build_training_set(run_date: str, params: dict | None = None) -> dict:
+        """Stacked snapshots with labels in the lake; returns its path and digests."""
+        from models.retrain import RunOptions
+        from models.retrain import build_training_set as step
+        from prox.settings import Settings
+
+        settings = Settings.from_env().ensure_dirs()
+        options = RunOptions(**_config(params)["options"])
+        return step(settings, dt.date.fromisoformat(run_date), source=params["source"], options=options)
+
+    @task(multiple_outputs=False)
+    def validate(info: dict) -> dict:
+        """GX features suite on the training set; fails the run on a critical failure."""
+        from models.retrain import validate_training_set
+        from prox.settings import Settings
+
+        ids = _airflow_ids()
+        return validate_training_set(Settings.from_env(), info, run_id=f"{ids['dag_id']}-{ids['run_id']}")
+
+    @task(multiple_outputs=False)
+    def train(info: dict, validation: dict, params: dict | None = None) -> dict:
+        """The MLflow run: lineage, evidence, cold-start check, leakage audit, models."""
+        from models.retrain import RunOptions
+        from models.retrain import train as step
+        from models.train import TrainConfig
+        from prox.settings import Settings
+
+        cfg = _config(params)
+        return step(Settings.from_env(), info, validation, config=TrainConfig(**cfg["config"]),
+                    options=RunOptions(**cfg["options"]), airflow=_airflow_ids())
+
+    @task(multiple_outputs=False)
+    def evaluate(info: dict, trained: dict, params: dict | None = None) -> dict:
+        """Newest-holdout figures, segments, oracle, tiers, plots and the model card."""
+        from models.retrain import RunOptions
+        from models.retrain import evaluate as step
+        from models.train import TrainConfig
+        from prox.settings import Settings
+
+        cfg = _config(params)
+        return step(Settings.from_env(), info, trained, config=TrainConfig(**cfg["config"]),
+                    options=RunOptions(**cfg["options"]))
+
+    @task(multiple_outputs=False)
+    def register(info: dict, trained: dict, evaluated: dict) -> dict:
+        """A new registered version, @challenger (nothing on cold start)."""
+        from models.retrain import register as step
+        from prox.settings import Settings
+
+        return step(Settings.from_env(), info, trained, evaluated, airflow=_airflow_ids())
+
+    @task(multiple_outputs=False)
+    def gate(info: dict, registered: dict, evaluated: dict, params: dict | None = None) -> dict:
+        """Promote to @champion or refuse; recorded on the version and in the audit log."""
+        from models.registry import GateConfig
+        from models.retrain import RunOptions
+        from models.retrain import gate as step
+        from models.train import TrainConfig
+        from prox.settings import Settings
+
+        cfg = _config(params)
+        return step(Settings.from_env(), info, registered, evaluated, gate_config=GateConfig(**cfg["gate"]),
+                    config=TrainConfig(**cfg["config"]), options=RunOptions(**cfg["options"]),
+                    airflow=_airflow_ids())
+
+    info = build_training_set(RUN_DATE)
+    validation = validate(info)
+    trained = train(info, validation)
+    evaluated = evaluate(info, trained)
+    registered = register(info, trained, evaluated)
+    gate(info, registered, evaluated)
+
+
+prox_retrain()
