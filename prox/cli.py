@@ -21,9 +21,11 @@ COMMAND_MODULES = (
     "sandbox.cli",
     "sandbox.emulator_cli",
     "prox.demo",
+    "features.cli",
     "expectations.cli",
     "models.forecast.cli",
     "models.cli",
+    "models.serve.cli",
 )
 
 
