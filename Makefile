@@ -59,6 +59,12 @@ lock: ## Re-resolve requirements/lock.txt from setup.cfg (needs network access t
 	@command -v uv >/dev/null 2>&1 || $(BIN)/python -m pip install -q uv
 	@PATH="$(BIN):$$PATH" uv pip compile setup.cfg --extra dev --python-version 3.11 --upgrade -o $(LOCK)
 
+sandbox-up: $(STAMP) ## Start the CRM sandbox (HTTPS emulators of Salesforce and HubSpot) in the background
+	$(BIN)/prox sandbox up
+
+sandbox-down: $(STAMP) ## Stop the CRM sandbox
+	$(BIN)/prox sandbox down
+
 clean-data: ## Delete the local data directory (lake, MLflow store, Airflow home, sandbox)
 	rm -rf "$(PROX_DATA_DIR)"
 

@@ -71,6 +71,10 @@ class Settings:
     model_name: str = "prox-lead-scoring"
     quarantine_threshold: float = 0.05
     label_horizon_days: int = 90
+    consent_policy: str = "opt_in"  # opt_in: consent required (GDPR); opt_out: only opt-outs excluded (CCPA)
+    drift_warn_psi: float = 0.1
+    drift_stop_psi: float = 0.25  # above this PSI on any feature or the score, nothing is pushed
+    score_buckets: int = 4  # lead_id hash partitions of the nightly fan-out
 
     # ---- derived locations ------------------------------------------------------------
     @property
@@ -120,7 +124,7 @@ class Settings:
 
     def validate(self) -> None:
         """Raise :class:`SettingsError` naming the first unusable setting."""
-        for name in ("demo_leads", "demo_days", "label_horizon_days"):
+        for name in ("demo_leads", "demo_days", "label_horizon_days", "score_buckets"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"PROX_{name.upper()}: must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.dirt_rate <= 0.5:
@@ -128,6 +132,12 @@ class Settings:
         if not 0.0 < self.quarantine_threshold <= 1.0:
             raise SettingsError(
                 f"PROX_QUARANTINE_THRESHOLD: must be within (0, 1], got {self.quarantine_threshold}"
+            )
+        if self.consent_policy not in ("opt_in", "opt_out"):
+            raise SettingsError(f"PROX_CONSENT_POLICY: expected opt_in or opt_out, got {self.consent_policy!r}")
+        if not 0 < self.drift_warn_psi <= self.drift_stop_psi:
+            raise SettingsError(
+                f"PROX_DRIFT_WARN_PSI/PROX_DRIFT_STOP_PSI: need 0 < warn <= stop, got {self.drift_warn_psi}, {self.drift_stop_psi}"
             )
         if self.seed < 0:
             raise SettingsError(f"PROX_SEED: must be >= 0, got {self.seed}")
@@ -157,12 +167,12 @@ def _parse(env_name: str, field_name: str, raw: str) -> object:
         return Path(raw).expanduser().resolve()
     if field_name == "crm_split":
         return parse_crm_split(raw, option=env_name)
-    if field_name in ("seed", "demo_leads", "demo_days", "label_horizon_days"):
+    if field_name in ("seed", "demo_leads", "demo_days", "label_horizon_days", "score_buckets"):
         try:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{env_name}: expected an integer, got {raw!r}") from None
-    if field_name in ("dirt_rate", "quarantine_threshold"):
+    if field_name in ("dirt_rate", "quarantine_threshold", "drift_warn_psi", "drift_stop_psi"):
         try:
             return float(raw)
         except ValueError:

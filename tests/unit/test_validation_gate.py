@@ -283,14 +283,22 @@ def test_score_dirt(cfg: Settings) -> None:
 def test_a_tier_holding_nearly_everything_fails(cfg: Settings) -> None:
     scores = syn.clean_scores(N)
     table = scores.set_column(
-        scores.schema.get_field_index("tier"), "tier", pa.array(["D"] * (N - 10) + ["A"] * 10)
+        scores.schema.get_field_index("tier"), "tier", pa.array(["A"] * (N - 10) + ["D"] * 10)
     )
     out = run("scores", table, cfg)
     assert out.decision == "failed" and out.quarantined_rows == 0
     msg = only_message(out, "scores.tier")
-    assert "95.0%" in msg and "['D']" in msg and "at most 90% tolerated" in msg
+    assert "95.0%" in msg and "['A']" in msg and "at most 90% tolerated" in msg
     small = table.slice(0, 50)  # a hot-path batch: too few rows to judge a distribution
     assert run("scores", small, cfg).decision == "passed"
+    # D ("below average") is the majority by design: 95% passes, 99.5% does not
+    mostly_d = scores.set_column(
+        scores.schema.get_field_index("tier"), "tier", pa.array(["D"] * (N - 10) + ["A"] * 10)
+    )
+    assert run("scores", mostly_d, cfg).decision == "passed"
+    all_d = scores.set_column(scores.schema.get_field_index("tier"), "tier", pa.array(["D"] * (N - 1) + ["A"]))
+    out = run("scores", all_d, cfg)
+    assert out.decision == "failed" and "at most 98% tolerated" in only_message(out, "scores.tier")
 
 
 def test_feature_dirt(cfg: Settings) -> None:

@@ -1,0 +1,583 @@
+"""The nightly scoring job, step by step: the functions the ``prox_nightly`` DAG wires.
+
+Each step reads fixed lake partitions keyed by the run date, writes its own partitions
+atomically and returns a small JSON-safe dict (an XCom), so any step can be retried alone and
+a rerun of a date rewrites the same files. The CRM push is exactly-once in effect through the
+connectors' push ledger, so a rerun pushes nothing new.
+
+    extract(crm) -> validate_raw(crm) -> consolidate -> features(bucket) -> score(bucket)
+        -> validate_scores (GX + drift) -> push(crm) -> report
+
+Work that grows with leads (features, scoring) is partitioned by a stable hash of lead_id
+(:mod:`features.partition`), one mapped task per bucket.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.contract import LEAD_STATUS_HISTORY, SCORES, conform
+from features.lake import Lake, Partition
+from prox.settings import Settings
+
+ALL = "all"  # the source label of consolidated (cross-CRM) partitions
+CRMS = ("salesforce", "hubspot")
+#: Clean partitions of incremental extracts carry this suffix on their source label, so
+#: validation compares an increment's volume with earlier increments, not with full loads.
+INCREMENT_SUFFIX = ".increment"
+
+
+class PipelineHalted(RuntimeError):
+    """A gate stopped the run on purpose (validation, drift); the message says why."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What identifies a nightly run: its date, its as-of moment and its id."""
+
+    run_date: dt.date
+    as_of: dt.datetime
+    run_id: str
+
+    @classmethod
+    def of(cls, logical_date: dt.datetime | str, run_id: str) -> RunContext:
+        moment = dt.datetime.fromisoformat(logical_date) if isinstance(logical_date, str) else logical_date
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        moment = moment.astimezone(dt.UTC)
+        day = moment.date()
+        # scores are "as of" the end of the run date's midnight: everything before it is known
+        return cls(day, dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), run_id)
+
+
+def _lake(settings: Settings) -> Lake:
+    return Lake(settings.lake_dir)
+
+
+# ---- extract and validate ------------------------------------------------------------------
+def extract(settings: Settings, crm: str, ctx: RunContext, *, full_refresh: bool = False) -> dict[str, Any]:
+    """Pull one CRM's leads and activities (and, for Salesforce orgs, web-tracking files)."""
+    from plugins.crm import open_connectors
+
+    connectors = open_connectors(settings.data_dir, web_tracking_dir=_web_tracking_dir(settings))
+    if crm not in connectors:
+        raise PipelineHalted(f"extract {crm}: no credentials (Airflow Connection or PROX_{crm.upper()}_* env)")
+    results = list(connectors[crm].extract(_lake(settings), ctx.run_date, full_refresh=full_refresh))
+    if crm == "salesforce" and "file" in connectors:
+        results += connectors["file"].extract(_lake(settings), ctx.run_date, full_refresh=full_refresh)
+    out = {"crm": crm, "api_calls": 0, "tables": [], "extracted_at": _extraction_time(settings, crm, ctx).isoformat()}
+    for r in results:
+        out["api_calls"] += r.api_calls
+        out["tables"].append({"source": r.source, "table": r.table, "rows": r.rows, "path": r.path})
+    return out
+
+
+def _extraction_time(settings: Settings, crm: str, ctx: RunContext) -> dt.datetime:
+    """When this run date's data was first pulled from ``crm`` (kept, so retries agree).
+
+    Validation judges "dates in the future" against it: a CRM record legitimately changes
+    between the run's as-of midnight and the extraction (our own push touches it too).
+    """
+    path = settings.lake_dir / "state" / "nightly" / f"run_date={ctx.run_date.isoformat()}" / f"extracted_at-{crm}.txt"
+    if path.is_file():
+        return dt.datetime.fromisoformat(path.read_text().strip())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    moment = max(dt.datetime.now(dt.UTC), ctx.as_of)
+    path.write_text(moment.isoformat())
+    return moment
+
+
+def _web_tracking_dir(settings: Settings) -> Path | None:
+    import os
+
+    path = os.environ.get("PROX_WEB_TRACKING_DIR")
+    return Path(path) if path else None
+
+
+def validate_raw(settings: Settings, extracted: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """Run the GX gates of one CRM's raw partitions; clean rows and quarantine go to the lake."""
+    from expectations.runner import run_gate
+
+    lake = _lake(settings)
+    summaries = []
+    for t in extracted["tables"]:
+        if t["table"] == "raw_leads":
+            dataset = f"raw_leads_{t['source']}"
+        elif t["table"] == "activities":
+            dataset = "raw_activities"
+        else:
+            continue
+        # Increments are judged against increments (volume), full loads against full loads;
+        # an empty increment only means nothing changed since the last extract.
+        incremental = any(p.run_date < ctx.run_date for p in lake.partitions("raw", t["table"], sources=[t["source"]]))
+        if incremental and t["rows"] == 0:
+            summaries.append({"dataset": dataset, "source": t["source"], "decision": "passed", "rows": 0,
+                              "message": "no changes since the last extract"})
+            continue
+        summary = run_gate(dataset, t["path"], run_id=ctx.run_id,
+                           reference_time=dt.datetime.fromisoformat(extracted["extracted_at"]),
+                           settings=settings, source=f"{t['source']}{INCREMENT_SUFFIX if incremental else ''}")
+        summaries.append(_small(summary))
+    return {"crm": extracted["crm"], "gates": summaries}
+
+
+def _small(summary: Mapping[str, Any]) -> dict[str, Any]:
+    keep = ("dataset", "source", "decision", "rows", "passed_rows", "quarantined_rows", "clean_path",
+            "quarantine_path", "report_path", "docs_path", "warnings", "message")
+    return {k: summary[k] for k in keep if k in summary}
+
+
+# ---- consolidate ------------------------------------------------------------------------------
+def consolidate(settings: Settings, ctx: RunContext) -> dict[str, Any]:
+    """Current canonical leads (pseudonymised), their status history, all activities.
+
+    Leads: the latest clean row of each lead over every extract so far. Status history: each
+    extract records a lead's status as of its ``updated_at``, so the history grows night by
+    night (slowly changing, type 2). Nothing here reads the clock.
+    """
+    from prox.privacy import load_hash_key, pseudonymise_leads
+
+    lake = _lake(settings)
+    raw = lake.read_all("clean", "raw_leads")
+    if raw is None or raw.num_rows == 0:
+        raise PipelineHalted("consolidate: no clean raw_leads in the lake; did extraction and validation run?")
+    raw = raw.filter(pc.less(raw.column("created_at"), pa.scalar(ctx.as_of, raw.schema.field("created_at").type)))
+    latest = _latest_per_lead(raw)
+    leads = pseudonymise_leads(latest, load_hash_key(settings.secrets_dir))
+    history = _status_history_from(raw)
+    previous = [p for p in lake.partitions("clean", "lead_status_history", sources=[ALL]) if p.run_date < ctx.run_date]
+    if previous:
+        history = pa.concat_tables([lake.read(previous[-1]), history])
+    history = _dedupe_history(history)
+    lake.write(leads, Partition("clean", "leads", ALL, ctx.run_date))
+    lake.write(history, Partition("clean", "lead_status_history", ALL, ctx.run_date))
+    counts = pc.value_counts(leads.column("source")).to_pylist()
+    return {"leads": leads.num_rows, "by_crm": {c["values"]: c["counts"] for c in counts},
+            "status_history_rows": history.num_rows}
+
+
+def _latest_per_lead(raw: pa.Table) -> pa.Table:
+    order = pc.sort_indices(raw, sort_keys=[("lead_id", "ascending"), ("updated_at", "descending")])
+    raw = raw.take(order)
+    ids = raw.column("lead_id").combine_chunks()
+    first = np.ones(len(ids), dtype=bool)
+    if len(ids) > 1:
+        first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+    return raw.filter(pa.array(first))
+
+
+def _status_history_from(raw: pa.Table) -> pa.Table:
+    table = pa.table({
+        "lead_id": raw.column("lead_id"),
+        "source": raw.column("source"),
+        "changed_at": raw.column("updated_at"),
+        "status": raw.column("status"),
+    })
+    return conform(table.filter(pc.is_valid(table.column("status"))), LEAD_STATUS_HISTORY)
+
+
+def _dedupe_history(history: pa.Table) -> pa.Table:
+    history = conform(history, LEAD_STATUS_HISTORY)
+    order = pc.sort_indices(history, sort_keys=[("lead_id", "ascending"), ("changed_at", "ascending"),
+                                                ("status", "ascending")])
+    history = history.take(order)
+    keys = pc.binary_join_element_wise(history.column("lead_id"), pc.cast(history.column("changed_at"), pa.string()),
+                                       history.column("status"), "|").combine_chunks()
+    first = np.ones(len(keys), dtype=bool)
+    if len(keys) > 1:
+        first[1:] = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False)
+    return history.filter(pa.array(first))
+
+
+# ---- features and scores per bucket ---------------------------------------------------------
+def _bucket_label(bucket: int, n_buckets: int) -> str:
+    return f"bucket-{bucket:03d}-of-{n_buckets:03d}"
+
+
+def build_features(settings: Settings, ctx: RunContext, bucket: int, n_buckets: int) -> dict[str, Any]:
+    """Features at the run's as-of time for the leads of one hash bucket."""
+    from features.build import build_features as build
+    from features.build import partition_key
+    from features.partition import bucket_of
+
+    lake = _lake(settings)
+    leads = lake.read(Partition("clean", "leads", ALL, ctx.run_date))
+    history = lake.read(Partition("clean", "lead_status_history", ALL, ctx.run_date))
+    # bucket by account (company domain, else lead_id): account features compare a lead with the
+    # other leads of its account, so an account must never be split across buckets
+    leads = leads.filter(pa.array(bucket_of(partition_key(leads), n_buckets) == bucket))
+    members = leads.column("lead_id").combine_chunks()
+    history = history.filter(pc.is_in(history.column("lead_id"), value_set=members))
+    activities = _activities_for(lake, members, ctx)
+    features, report = build(leads, activities, history, ctx.as_of)
+    label = _bucket_label(bucket, n_buckets)
+    path = lake.write(features, Partition("features", "features", label, ctx.run_date), table_name="")
+    return {"bucket": bucket, "rows": features.num_rows, "path": str(path),
+            "quality": report.as_dict() if hasattr(report, "as_dict") else {}}
+
+
+def _activities_for(lake: Lake, lead_ids: pa.Array, ctx: RunContext) -> pa.Table:
+    from features.contract import ACTIVITIES
+
+    parts = [p for p in lake.partitions("clean", "activities") if p.run_date <= ctx.run_date]
+    tables = []
+    for part in parts:  # one partition at a time: memory bounded by the bucket, not the total
+        t = lake.read(part)
+        tables.append(t.filter(pc.is_in(t.column("lead_id"), value_set=lead_ids)))
+    if not tables:
+        return ACTIVITIES.empty_table()
+    return pa.concat_tables([conform(t, ACTIVITIES) for t in tables])
+
+
+def score(settings: Settings, ctx: RunContext, bucket: int, n_buckets: int, *, consent_policy: str | None = None
+          ) -> dict[str, Any]:
+    """Score the open, consenting leads of one bucket with @champion; reasons in plain words.
+
+    Leads without processing consent or opted out are neither scored nor pushed
+    (``consent_policy`` "opt_in": both required, the GDPR reading; "opt_out": only opt-outs
+    are excluded, the CCPA reading).
+
+    Exact reasons (TreeSHAP) are the expensive part, so they are computed only for leads whose
+    score or tier differs from the last values pushed to their CRM, which are exactly the
+    leads that get pushed; every other lead keeps the reasons it was pushed with, copied from
+    the previous run's scores. Nothing shown is approximated.
+    """
+    from features.build import is_open
+    from models.score import load_scorer
+
+    lake = _lake(settings)
+    label = _bucket_label(bucket, n_buckets)
+    features = lake.read(Partition("features", "features", label, ctx.run_date))
+    leads = lake.read(Partition("clean", "leads", ALL, ctx.run_date),
+                      columns=["lead_id", "source", "consent_processing", "opted_out"])
+    policy = consent_policy or settings.consent_policy
+    allowed = _consenting(leads, policy)
+    open_rows = is_open(features)
+    consent_ok = pc.is_in(features.column("lead_id"), value_set=allowed)
+    eligible = features.filter(pc.and_(open_rows, consent_ok))
+    withheld = int(pc.sum(pc.and_(open_rows, pc.invert(consent_ok)).cast(pa.int64())).as_py() or 0)
+    scorer = load_scorer(settings.tracking_uri, settings.model_name)
+    ids = eligible.column("lead_id").to_pylist()
+    n = len(ids)
+    explained = 0
+    if n and scorer.bundle is not None:
+        X = scorer.encode(eligible)
+        out = scorer.score_matrix(X, contributions=False)
+        probability, scores, tiers = out.probability, out.score, out.tier
+        positive, negative, explained = _reasons_for_changes(settings, lake, ctx, scorer, X, ids, scores, tiers)
+    elif n:
+        out = scorer.score_table(eligible)
+        probability, scores, tiers = out.probability, out.score, out.tier
+        positive = [_split(r) for r in out.reasons_positive]
+        negative = [_split(r) for r in out.reasons_negative]
+        explained = n
+    else:
+        probability, scores, tiers, positive, negative = [], [], [], [], []
+    table = conform(pa.table({
+        "lead_id": pa.array(ids, type=pa.string()),
+        "scored_at": pa.array([ctx.as_of] * n, type=SCORES.field("scored_at").type),
+        "model_name": pa.array([scorer.model_name] * n, type=pa.string()),
+        "model_version": pa.array([str(scorer.model_version)] * n, type=pa.string()),
+        "probability": pa.array(np.asarray(probability, dtype=np.float64)),
+        "score": pa.array(np.asarray(scores, dtype=np.int16)),
+        "tier": pa.array(list(tiers), type=pa.string()),
+        "reasons_positive": pa.array(positive, type=pa.list_(pa.string())),
+        "reasons_negative": pa.array(negative, type=pa.list_(pa.string())),
+        "run_id": pa.array([ctx.run_id] * n, type=pa.string()),
+    }), SCORES)
+    path = lake.write(table, Partition("scores", "scores", label, ctx.run_date))
+    tier_counts = {t: int(c) for t, c in zip(*np.unique(np.asarray(tiers, dtype=object).astype(str), return_counts=True),
+                                             strict=True)} if n else {}
+    return {"bucket": bucket, "scored": n, "explained": explained, "withheld_consent": withheld,
+            "closed": int(features.num_rows - int(pc.sum(open_rows.cast(pa.int64())).as_py() or 0)),
+            "tiers": tier_counts, "model_version": str(scorer.model_version), "cold_start": scorer.cold_start,
+            "path": str(path)}
+
+
+def _reasons_for_changes(settings: Settings, lake: Lake, ctx: RunContext, scorer: Any, X: np.ndarray,
+                         ids: list[str], scores: np.ndarray, tiers: np.ndarray
+                         ) -> tuple[list[list[str]], list[list[str]], int]:
+    """Reasons: exact TreeSHAP for changed leads, carried over for the others."""
+    from models.explain import reasons
+    from plugins.crm.state import ConnectorState
+
+    state = ConnectorState.for_data_dir(settings.data_dir)
+    try:
+        pushed = {**state.pushed_values("salesforce", ids), **state.pushed_values("hubspot", ids)}
+    finally:
+        state.close()
+    carried = _previous_reasons(lake, ctx.run_date)
+    positive: list[list[str]] = [[] for _ in ids]
+    negative: list[list[str]] = [[] for _ in ids]
+    todo = []
+    for i, lead_id in enumerate(ids):
+        prev = pushed.get(lead_id)
+        old = carried.get(lead_id)
+        same = prev is not None and (prev.score, prev.tier) == (int(scores[i]), str(tiers[i]))
+        if same and old is not None and old[0] == (int(scores[i]), str(tiers[i])):
+            positive[i], negative[i] = old[1], old[2]
+        else:
+            todo.append(i)
+    if todo:
+        rows = np.asarray(todo)
+        contributions = scorer.bundle.contributions(X[rows])
+        for k, i in enumerate(todo):
+            plus, minus = reasons(scorer.bundle, X[i], contributions[k])
+            positive[i] = [r["text"] for r in plus]
+            negative[i] = [r["text"] for r in minus]
+    return positive, negative, len(todo)
+
+
+def _previous_reasons(lake: Lake, run_date: dt.date) -> dict[str, tuple[tuple[int, str], list[str], list[str]]]:
+    """lead_id -> ((score, tier), reasons +, reasons -) from the latest earlier run's scores."""
+    earlier = [p for p in lake.partitions("scores", "scores", sources=[ALL]) if p.run_date < run_date]
+    if not earlier:
+        return {}
+    rows = lake.read(earlier[-1], columns=["lead_id", "score", "tier", "reasons_positive", "reasons_negative"])
+    return {r["lead_id"]: ((r["score"], r["tier"]), r["reasons_positive"] or [], r["reasons_negative"] or [])
+            for r in rows.to_pylist()}
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(";") if part.strip()]
+
+
+def _consenting(leads: pa.Table, policy: str) -> pa.Array:
+    opted_out = pc.fill_null(leads.column("opted_out"), False)
+    if policy == "opt_in":
+        ok = pc.and_(pc.fill_null(leads.column("consent_processing"), False), pc.invert(opted_out))
+    elif policy == "opt_out":
+        ok = pc.invert(opted_out)
+    else:
+        raise ValueError(f"consent policy must be 'opt_in' or 'opt_out', got {policy!r}")
+    return leads.column("lead_id").filter(ok).combine_chunks()
+
+
+# ---- validate scores and drift ----------------------------------------------------------------
+def validate_scores(settings: Settings, ctx: RunContext, n_buckets: int) -> dict[str, Any]:
+    """GX gate on tonight's scores and PSI of score and features against the training data.
+
+    Above the drift stop limit nothing is pushed: the run halts with the columns that moved.
+    """
+    from expectations.runner import GateFailed, run_gate
+    from models.drift import population_stability
+
+    lake = _lake(settings)
+    scores = _scores_of(lake, ctx.run_date, n_buckets)
+    merged = lake.write(scores, Partition("scores", "scores", ALL, ctx.run_date))
+    try:
+        gate = _small(run_gate("scores", merged, run_id=ctx.run_id, reference_time=ctx.as_of, settings=settings,
+                               source=ALL))
+    except GateFailed as exc:
+        raise PipelineHalted(f"scores failed validation: {exc}") from None
+    reference = _training_profile(settings, scores)
+    drift: dict[str, Any] = {"compared": False}
+    if reference:
+        features = _features_of(lake, ctx.run_date, n_buckets, scores.column("lead_id"))
+        verdict = population_stability(reference, _with_probability(features, scores),
+                                       warn_at=settings.drift_warn_psi, stop_at=settings.drift_stop_psi)
+        drift = {"compared": True, "psi": {k: round(v, 4) for k, v in verdict.psi.items()},
+                 "warnings": sorted(verdict.warnings), "breaches": sorted(verdict.breaches),
+                 "verdict": verdict.explain(), "stop": verdict.stop}
+        _write_json(lake, ctx, "drift", drift)
+        if verdict.stop:
+            raise PipelineHalted(f"push stopped: {verdict.explain()}")
+    _write_json(lake, ctx, "scores_gate", {"gate": gate, "drift": drift, "path": str(merged)})
+    return {"rows": scores.num_rows, "gate": gate, "drift": drift, "path": str(merged)}
+
+
+def _scores_of(lake: Lake, run_date: dt.date, n_buckets: int) -> pa.Table:
+    parts = [Partition("scores", "scores", _bucket_label(b, n_buckets), run_date) for b in range(n_buckets)]
+    return pa.concat_tables([lake.read(p) for p in parts])
+
+
+def _features_of(lake: Lake, run_date: dt.date, n_buckets: int, lead_ids: pa.ChunkedArray) -> pa.Table:
+    parts = [Partition("features", "features", _bucket_label(b, n_buckets), run_date) for b in range(n_buckets)]
+    table = pa.concat_tables([lake.read(p) for p in parts])
+    return table.filter(pc.is_in(table.column("lead_id"), value_set=lead_ids.combine_chunks()))
+
+
+def _with_probability(features: pa.Table, scores: pa.Table) -> pa.Table:
+    joined = features.join(scores.select(["lead_id", "probability"]), "lead_id")
+    return joined
+
+
+def _training_profile(settings: Settings, scores: pa.Table) -> dict[str, Any] | None:
+    """The drift reference logged with the scoring model (None for the cold-start rules)."""
+    if scores.num_rows == 0:
+        return None
+    version = scores.column("model_version")[0].as_py()
+    try:
+        from models.score import load_scorer
+
+        scorer = load_scorer(settings.tracking_uri, settings.model_name)
+    except Exception:
+        return None
+    bundle = scorer.bundle
+    if bundle is None or str(scorer.model_version) != str(version):
+        return None
+    return bundle.meta.get("drift_profile") or None
+
+
+def _write_json(lake: Lake, ctx: RunContext, name: str, payload: Mapping[str, Any]) -> Path:
+    directory = lake.root / "reports" / "nightly" / f"run_date={ctx.run_date.isoformat()}"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+    return path
+
+
+# ---- push, history, report --------------------------------------------------------------------
+def push(settings: Settings, crm: str, ctx: RunContext, *, full: bool = False) -> dict[str, Any]:
+    """Push tonight's validated scores of one CRM's leads: only what changed since the last push."""
+    from plugins.crm import open_connectors
+
+    lake = _lake(settings)
+    gate_file = lake.root / "reports" / "nightly" / f"run_date={ctx.run_date.isoformat()}" / "scores_gate.json"
+    if not gate_file.is_file():
+        raise PipelineHalted(f"push {crm}: tonight's scores have not passed validation")
+    scores = lake.read(Partition("scores", "scores", ALL, ctx.run_date))
+    mine = scores.filter(pc.starts_with(scores.column("lead_id"), f"{crm}:"))
+    connectors = open_connectors(settings.data_dir)
+    if crm not in connectors:
+        raise PipelineHalted(f"push {crm}: no credentials (Airflow Connection or PROX_{crm.upper()}_* env)")
+    report = connectors[crm].push(mine, full=full, run_id=f"{ctx.run_id}:{crm}")
+    out = report.as_dict()
+    out.pop("rejections", None)
+    out["rejected_examples"] = dict(list(report.rejections.items())[:5])
+    return out
+
+
+def append_history(settings: Settings, ctx: RunContext) -> dict[str, Any]:
+    """Append tonight's scores to the append-only score history (one partition per run date)."""
+    lake = _lake(settings)
+    scores = lake.read(Partition("scores", "scores", ALL, ctx.run_date))
+    path = lake.write(scores, Partition("scores", "score_history", ALL, ctx.run_date))
+    return {"rows": scores.num_rows, "path": str(path)}
+
+
+def write_report(settings: Settings, ctx: RunContext, parts: Mapping[str, Any]) -> dict[str, Any]:
+    """The run report: counts per CRM, tiers and their change, drift, API calls, evidence.
+
+    Stored with the run in the lake and logged to MLflow as a scoring run tagged with the
+    model version.
+    """
+    lake = _lake(settings)
+    extracted = parts.get("extract", [])
+    validated = parts.get("validate", [])
+    scored = parts.get("score", [])
+    pushed = parts.get("push", [])
+    tiers: dict[str, int] = {}
+    for s in scored:
+        for tier, count in s["tiers"].items():
+            tiers[tier] = tiers.get(tier, 0) + count
+    previous = _previous_report(lake, ctx.run_date)
+    per_crm: dict[str, dict[str, Any]] = {}
+    for e in extracted:
+        per_crm.setdefault(e["crm"], {})["extracted"] = {t["table"] + ":" + t["source"]: t["rows"] for t in e["tables"]}
+        per_crm[e["crm"]]["api_calls_extract"] = e["api_calls"]
+    for v in validated:
+        per_crm.setdefault(v["crm"], {})["validated"] = sum(g.get("passed_rows", 0) for g in v["gates"])
+        per_crm[v["crm"]]["quarantined"] = sum(g.get("quarantined_rows", 0) for g in v["gates"])
+    for p in pushed:
+        c = per_crm.setdefault(p["crm"], {})
+        c.update(pushed=p.get("pushed", 0), rejected=p.get("rejected", 0), skipped_unchanged=p.get("skipped", 0),
+                 api_calls_push=p.get("api_calls", 0), push_stopped=p.get("stopped"))
+    versions = sorted({s["model_version"] for s in scored})
+    report = {
+        "run_id": ctx.run_id,
+        "run_date": ctx.run_date.isoformat(),
+        "as_of": ctx.as_of.isoformat(),
+        "model_name": settings.model_name,
+        "model_version": versions[0] if len(versions) == 1 else versions,
+        "cold_start": any(s.get("cold_start") for s in scored),
+        "scored": sum(s["scored"] for s in scored),
+        "withheld_for_consent": sum(s["withheld_consent"] for s in scored),
+        "closed_not_scored": sum(s["closed"] for s in scored),
+        "tiers": dict(sorted(tiers.items())),
+        "tier_change": {t: tiers.get(t, 0) - previous.get("tiers", {}).get(t, 0) for t in ("A", "B", "C", "D")}
+        if previous else None,
+        "per_crm": per_crm,
+        "drift": parts.get("scores_gate", {}).get("drift"),
+        "validation_reports": str(lake.root / "reports" / "validation" / f"run_id={ctx.run_id}"),
+        "api_calls": sum(c.get("api_calls_extract", 0) + c.get("api_calls_push", 0) for c in per_crm.values()),
+    }
+    report["halted"] = _halt_reason(lake, ctx, parts, per_crm)
+    path = _write_json(lake, ctx, "report", report)
+    report["report_path"] = str(path)
+    report["mlflow_run_id"] = _log_scoring_run(settings, report, path)
+    _write_json(lake, ctx, "report", report)
+    return report
+
+
+def _halt_reason(lake: Lake, ctx: RunContext, parts: Mapping[str, Any], per_crm: Mapping[str, Any]) -> str | None:
+    """Why this run did not push everything it should have (None when it did)."""
+    drift_file = lake.root / "reports" / "nightly" / f"run_date={ctx.run_date.isoformat()}" / "drift.json"
+    if not parts.get("scores_gate"):
+        if drift_file.is_file():
+            drift = json.loads(drift_file.read_text())
+            if drift.get("stop"):
+                return f"push stopped: {drift['verdict']}"
+        return "an upstream step failed before the scores passed validation (see the failed task's log)"
+    missing = [crm for crm in CRMS if crm not in {p["crm"] for p in parts.get("push", [])}]
+    if missing:
+        return f"push did not finish for {', '.join(missing)}; the next run retries it"
+    stopped = {crm: c["push_stopped"] for crm, c in per_crm.items() if c.get("push_stopped")}
+    if stopped:
+        return "; ".join(f"{crm}: {why}" for crm, why in stopped.items())
+    return None
+
+
+def _previous_report(lake: Lake, run_date: dt.date) -> dict[str, Any]:
+    base = lake.root / "reports" / "nightly"
+    earlier = sorted(p for p in base.glob("run_date=*/report.json") if p.parent.name < f"run_date={run_date}")
+    return json.loads(earlier[-1].read_text()) if earlier else {}
+
+
+def _log_scoring_run(settings: Settings, report: Mapping[str, Any], path: Path) -> str | None:
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_experiment("prox-nightly-scoring")
+    # one MLflow run per nightly run id: a retried report task updates it, never duplicates it
+    existing = mlflow.search_runs(filter_string=f"tags.prox_run_id = '{report['run_id']}'", output_format="list")
+    kwargs = {"run_id": existing[0].info.run_id} if existing else {"run_name": f"nightly-{report['run_date']}"}
+    with mlflow.start_run(**kwargs) as run:
+        mlflow.set_tags({"prox_run_id": report["run_id"], "prox.kind": "scoring",
+                         "model_name": report["model_name"], "model_version": str(report["model_version"]),
+                         "run_date": report["run_date"]})
+        mlflow.log_metrics({"scored": report["scored"], "withheld_for_consent": report["withheld_for_consent"],
+                            "api_calls": report["api_calls"],
+                            **{f"tier_{t}": c for t, c in report["tiers"].items()}})
+        mlflow.log_artifact(str(path), artifact_path="report")
+        return run.info.run_id
+
+
+def bucket_list(n_buckets: int) -> list[int]:
+    return list(range(n_buckets))
+
+
+def summarise(report: Mapping[str, Any], top: Sequence[Mapping[str, Any]] = ()) -> str:
+    """A few lines for people: what was scored and pushed, where to look."""
+    lines = [f"Nightly run {report['run_date']} (model {report['model_name']} v{report['model_version']}"
+             f"{', cold start rules' if report.get('cold_start') else ''}): {report['scored']:,} leads scored, "
+             f"{report['withheld_for_consent']:,} withheld for consent",
+             "Tiers: " + ", ".join(f"{t} {c:,}" for t, c in report["tiers"].items())]
+    for crm, c in report["per_crm"].items():
+        lines.append(f"{crm}: pushed {c.get('pushed', 0):,}, unchanged {c.get('skipped_unchanged', 0):,}, "
+                     f"rejected {c.get('rejected', 0):,}, quarantined {c.get('quarantined', 0):,}, "
+                     f"API calls {c.get('api_calls_extract', 0) + c.get('api_calls_push', 0):,}")
+    for row in top:
+        lines.append(f"  {row['lead_id']}  score {row['score']} tier {row['tier']}: {'; '.join(row['reasons'])}")
+    return "\n".join(lines)
