@@ -1,0 +1,322 @@
+"""The FastAPI app: /v1/score, /v1/events, /v1/admin/reload, /healthz, /readyz, /metrics.
+
+Built by :func:`create_app` (tests, the benchmark) or :func:`app_from_env` (uvicorn
+``--factory``, ``prox serve``). Endpoints are ``async`` and run their (short, CPU-bound)
+work on the event loop: one SQLite connection, no thread hop per request. Loading a new
+champion runs in a thread, so scoring goes on meanwhile with the old one.
+
+Logs hold counts, versions and error types only: no lead fields, no tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from models.serve.auth import TokenStore, allowed
+from models.serve.metrics import Metrics
+from models.serve.model import ModelHolder
+from models.serve.push import PushWorker
+from models.serve.schemas import EventsRequest, EventsResponse, ScoreRequest, ScoreResponse
+from models.serve.scoring import LeadScore, score_features
+from models.serve.state import OnlineState, account_key
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_BODY = 2 * 1024 * 1024
+
+
+@dataclass
+class ServeConfig:
+    """Everything the app needs; :meth:`from_env` reads PROX_* / PROX_SERVE_* variables."""
+
+    tracking_uri: str
+    model_name: str
+    data_dir: Path
+    state_path: Path
+    tokens: TokenStore
+    alias: str = "champion"
+    poll_seconds: float = 0.0
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    synchronous: str = "FULL"
+    push: bool = True
+    consent_policy: str = "opt_in"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeConfig:
+        from prox.settings import Settings
+
+        env = os.environ if environ is None else environ
+        settings = Settings.from_env(env)
+        token_file = Path(env.get("PROX_SERVE_TOKEN_FILE") or settings.secrets_dir / "serve_tokens")
+        return cls(
+            tracking_uri=settings.tracking_uri, model_name=settings.model_name, data_dir=settings.data_dir,
+            state_path=Path(env.get("PROX_SERVE_STATE") or settings.data_dir / "serve" / "online.sqlite"),
+            tokens=TokenStore.load(token_file, env), alias=env.get("PROX_SERVE_ALIAS", "champion"),
+            poll_seconds=float(env.get("PROX_SERVE_POLL_SECONDS", "0")),
+            max_body_bytes=int(env.get("PROX_SERVE_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
+            synchronous=env.get("PROX_SERVE_SYNC", "FULL"), push=env.get("PROX_SERVE_PUSH", "1") != "0",
+            consent_policy=settings.consent_policy,
+        )
+
+
+class _Guard:
+    """Pure ASGI middleware: request size limit (413) and per-route metrics, cheaply."""
+
+    def __init__(self, app: Any, metrics: Metrics, max_body: int) -> None:
+        self.app, self.metrics, self.max_body = app, metrics, max_body
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
+                await _plain(send, 413, b'{"detail":"request body larger than the limit"}')
+                self.metrics.observe(scope["method"], scope["path"], 413, time.perf_counter() - started)
+                return
+        seen = [0]
+
+        async def limited_receive() -> dict:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen[0] += len(message.get("body", b""))
+                if seen[0] > self.max_body:
+                    raise HTTPException(413, "request body larger than the limit")
+            return message
+
+        async def watch(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watch)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "other"
+            self.metrics.observe(scope["method"], path, status[0], time.perf_counter() - started)
+
+
+async def _plain(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _role(role: str) -> Any:
+    """A dependency requiring ``role`` (runs before body validation: no token, no 422 hints)."""
+
+    def check(request: Request) -> None:
+        _check(request, role)
+
+    return Depends(check)
+
+
+def _check(request: Request, role: str) -> None:
+    code = allowed(request.app.state.config.tokens, request.headers.get("authorization"), role)
+    if code == 401:
+        raise HTTPException(401, "missing or unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+    if code == 403:
+        raise HTTPException(403, f"this token lacks the {role!r} role")
+
+
+def _response(s: LeadScore, include_features: bool) -> ScoreResponse:
+    return ScoreResponse(lead_id=s.lead_id, as_of=s.as_of, probability=s.probability, score=s.score, tier=s.tier,
+                         reasons_positive=s.reasons_positive, reasons_negative=s.reasons_negative,
+                         model_name=s.model_name, model_version=s.model_version,
+                         features=s.features if include_features else None)
+
+
+def consents(lead: Mapping[str, Any], policy: str) -> bool:
+    """The nightly job's consent rule (prox.nightly): opt_in needs consent_processing, both exclude opt-outs."""
+    if lead.get("opted_out"):
+        return False
+    return bool(lead.get("consent_processing")) if policy == "opt_in" else True
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def score_from_state(state: OnlineState, scorer: Any, lead: Mapping[str, Any], as_of: dt.datetime) -> LeadScore:
+    """Score a lead from its stored events, status changes and account peers."""
+    from features.online import lead_features
+
+    lead_id = lead["lead_id"]
+    peers = state.peers(lead_id, account_key(lead.get("company_domain")))
+    features, _ = lead_features(lead, state.events([lead_id]), as_of, status_history=state.status_history(lead_id),
+                                peers=peers or None,
+                                peer_events=state.events([p["lead_id"] for p in peers]) if peers else None)
+    return score_features(scorer, lead_id, as_of, features)
+
+
+def create_app(config: ServeConfig) -> FastAPI:
+    """The service; state, model and push worker are opened at startup, closed at shutdown."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.config = config
+        app.state.state = OnlineState(config.state_path, synchronous=config.synchronous)
+        app.state.model = await asyncio.to_thread(ModelHolder, config.tracking_uri, config.model_name, config.alias)
+        stop = threading.Event()
+        threads = []
+        app.state.pusher = None
+        if config.push:
+            app.state.pusher = PushWorker(config.state_path, config.data_dir, synchronous=config.synchronous)
+            threads.append(threading.Thread(target=app.state.pusher.run, name="prox-push", daemon=True))
+        if config.poll_seconds > 0:
+            threads.append(threading.Thread(target=app.state.model.poll_forever, args=(config.poll_seconds, stop),
+                                            name="prox-model-poll", daemon=True))
+        for t in threads:
+            t.start()
+        app.state.ready = True
+        log.info("serving %s version %s", config.model_name, app.state.model.current.model_version)
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            stop.set()
+            if app.state.pusher is not None:
+                app.state.pusher.stop.set()
+                app.state.pusher.wake.set()
+            for t in threads:
+                t.join(timeout=5)
+            app.state.state.close()
+
+    app = FastAPI(title="ProX hot scoring", version="1", lifespan=lifespan,
+                  description="Scores one lead in milliseconds as its engagement arrives.")
+    app.state.ready = False
+    app.state.config = config
+
+    @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True,
+              dependencies=[_role("score")])
+    async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
+        """Probability, score, tier and reasons of one lead (role ``score``)."""
+        from features.build import FeatureInputError
+        from features.online import lead_features
+
+        scorer = request.app.state.model.current  # this request keeps this model to its end
+        as_of = body.as_of or _now()
+        lead = body.lead.row()
+        if not consents(lead, config.consent_policy):
+            field = "opted_out" if lead.get("opted_out") else "consent_processing"
+            raise HTTPException(422, [{"loc": ["body", "lead", field], "type": "consent",
+                                       "msg": f"lead is not scored without processing consent ({config.consent_policy})"}])
+        try:
+            if body.events is None:
+                result = score_from_state(request.app.state.state, scorer, lead, as_of)
+            else:
+                features, _ = lead_features(
+                    lead, [e.model_dump() for e in body.events], as_of,
+                    status_history=[s.model_dump() for s in body.status_history or []],
+                    peers=[p.row() for p in body.peers] if body.peers else None,
+                    peer_events=[e.model_dump() for e in body.peer_events] if body.peer_events else None)
+                result = score_features(scorer, lead["lead_id"], as_of, features)
+        except FeatureInputError as exc:
+            raise HTTPException(422, [{"loc": ["body", "lead", "created_at"], "msg": str(exc)}]) from None
+        metrics.inc("scored")
+        return _response(result, body.include_features)
+
+    @app.post("/v1/events", response_model=EventsResponse, response_model_exclude_none=True,
+              dependencies=[_role("ingest")])
+    async def events(body: EventsRequest, request: Request) -> EventsResponse:
+        """Store events durably (acknowledged after commit), re-score their leads, queue tier-A pushes."""
+        state: OnlineState = request.app.state.state
+        batch = ([body.event] if body.event else []) + body.events
+        new, dup, touched = state.ingest([lead.row() for lead in body.leads], [e.model_dump() for e in batch],
+                                         [s.model_dump() for s in body.status_history])
+        metrics.inc("events_accepted", new)
+        metrics.inc("events_duplicate", dup)
+        scorer = request.app.state.model.current
+        as_of = body.as_of or _now()
+        scored, unknown, queued, withheld = [], [], [], []
+        for lead_id in sorted(touched):
+            found = state.lead(lead_id)
+            if found is None:
+                unknown.append(lead_id)
+                continue
+            lead, last_tier = found
+            if not consents(lead, config.consent_policy):
+                withheld.append(lead_id)  # engagement is kept, the lead is neither scored nor pushed
+                continue
+            try:
+                result = score_from_state(state, scorer, lead, as_of)
+            except ValueError:
+                unknown.append(lead_id)  # created after as_of: nothing to score yet
+                continue
+            payload = None
+            if result.tier == "A" and last_tier != "A":
+                payload = {"lead_id": lead_id, "scored_at": as_of.isoformat(), "model_name": result.model_name,
+                           "model_version": result.model_version, "probability": result.probability,
+                           "score": result.score, "tier": result.tier, "reasons_positive": result.reasons_positive,
+                           "reasons_negative": result.reasons_negative,
+                           "run_id": f"hot-{as_of.strftime('%Y%m%dT%H%M%S')}"}
+                queued.append(lead_id)
+            state.record_score(lead_id, result.tier, result.score, payload)
+            scored.append(_response(result, False))
+        if queued and request.app.state.pusher is not None:
+            metrics.inc("pushes_queued", len(queued))
+            request.app.state.pusher.wake.set()
+        return EventsResponse(accepted=new, duplicates=dup, scored=scored, unknown_leads=unknown,
+                              queued_pushes=queued, withheld_for_consent=withheld)
+
+    @app.post("/v1/admin/reload", dependencies=[_role("admin")])
+    async def reload(request: Request) -> dict:
+        """Load the registry alias's current version and switch to it (role ``admin``)."""
+        old, new = await asyncio.to_thread(request.app.state.model.reload)
+        return {"previous_version": old, "model_version": new, "switched": old != new}
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: state open and a model (champion or cold-start rules) loaded."""
+        if not request.app.state.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        scorer = request.app.state.model.current
+        return JSONResponse({"status": "ready", "model_name": scorer.model_name,
+                             "model_version": scorer.model_version, "cold_start": scorer.cold_start})
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics_text(request: Request) -> PlainTextResponse:
+        """Prometheus text format."""
+        holder = request.app.state.model
+        scorer = holder.current
+        pusher = request.app.state.pusher
+        gauges = {"model_switches": holder.switches, "push_outbox": request.app.state.state.outbox_size(),
+                  "pushes_sent": pusher.pushed if pusher else 0, "push_failures": pusher.failures if pusher else 0}
+        return PlainTextResponse(metrics.render(scorer.model_name, scorer.model_version, scorer.cold_start, gauges),
+                                 media_type="text/plain; version=0.0.4")
+
+    return _GuardedApp(app, metrics, config.max_body_bytes)
+
+
+class _GuardedApp(_Guard):
+    """The FastAPI app behind the guard; ``.fastapi`` reaches the app (OpenAPI, state)."""
+
+    def __init__(self, app: FastAPI, metrics: Metrics, max_body: int) -> None:
+        super().__init__(app, metrics, max_body)
+        self.fastapi = app
+
+
+def app_from_env() -> Any:
+    """uvicorn factory: ``uvicorn --factory models.serve.app:app_from_env``."""
+    return create_app(ServeConfig.from_env())

@@ -1,0 +1,206 @@
+"""Durable per-lead online state in SQLite (WAL): lead fields, recent events, status changes.
+
+Why SQLite: embedded, no server, and a committed WAL transaction survives a crash of the
+process (kill -9) -- an event is acknowledged to the webhook caller only after its commit.
+``synchronous=FULL`` also survives a power cut at the price of an fsync per commit;
+``PROX_SERVE_SYNC=NORMAL`` trades that for speed (still safe against a process crash).
+
+Duplicates: ``event_id`` is the primary key and inserts are ``INSERT OR IGNORE``, so a
+webhook retried by the CRM counts once. Leads are grouped by account (the same
+normalised company domain as the batch builder's account features) to fetch peers.
+
+The outbox holds CRM pushes waiting to be sent (tier rose to A), so a push queued before a
+crash is sent after the restart.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from features.contract import ACTIVITIES, LEAD_STATUS_HISTORY, LEADS, UTC_TS
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS leads (
+    lead_id TEXT PRIMARY KEY, account TEXT, fields TEXT NOT NULL,
+    last_tier TEXT, last_score INTEGER, updated REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS leads_account ON leads(account);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY, lead_id TEXT NOT NULL, source TEXT NOT NULL, occurred_at INTEGER NOT NULL,
+    channel TEXT NOT NULL, action TEXT NOT NULL, detail TEXT, value REAL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_lead ON events(lead_id, occurred_at);
+CREATE TABLE IF NOT EXISTS status_history (
+    lead_id TEXT NOT NULL, source TEXT NOT NULL, changed_at INTEGER NOT NULL, status TEXT NOT NULL,
+    PRIMARY KEY (lead_id, changed_at, status)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    lead_id TEXT PRIMARY KEY, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL, last_error TEXT);
+"""
+_TS_FIELDS = tuple(f.name for f in LEADS if pa.types.is_timestamp(f.type))
+_EVENT_COLS = ("event_id", "lead_id", "source", "occurred_at", "channel", "action", "detail", "value")
+
+
+def to_us(value: Any) -> int:
+    """Microseconds since the epoch of an aware datetime (or an int already in us)."""
+    if isinstance(value, int):
+        return value
+    return int(value.timestamp()) * 1_000_000 + value.microsecond
+
+
+def account_key(company_domain: str | None) -> str | None:
+    """The account a lead belongs to, computed by the batch builder's own functions."""
+    if not company_domain:
+        return None
+    from features.parse import account_domain, normalise_domain
+
+    return account_domain(normalise_domain(pa.array([company_domain], pa.string())))[0].as_py()
+
+
+class OnlineState:
+    """One SQLite connection (use one instance per thread)."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ValueError(f"PROX_SERVE_SYNC must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+        self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self.db.executescript(_SCHEMA)
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- writes (each call is one transaction, committed before it returns) ----------------
+    def ingest(self, leads: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]],
+               status: Sequence[Mapping[str, Any]] = ()) -> tuple[int, int, set[str]]:
+        """Upsert leads, add new events and status changes; (new events, duplicates, lead ids touched)."""
+        now = time.time()
+        touched: set[str] = set()
+        with self.lock:
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for lead in leads:
+                    fields = json.dumps({k: _jsonable(lead.get(k)) for k in LEADS.names})
+                    cur.execute(
+                        "INSERT INTO leads(lead_id, account, fields, updated) VALUES (?,?,?,?) "
+                        "ON CONFLICT(lead_id) DO UPDATE SET account=excluded.account, fields=excluded.fields, "
+                        "updated=excluded.updated",
+                        (lead["lead_id"], account_key(lead.get("company_domain")), fields, now))
+                    touched.add(lead["lead_id"])
+                new = 0
+                for e in events:
+                    cur.execute(
+                        "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?)",
+                        (e["event_id"], e["lead_id"], e["source"], to_us(e["occurred_at"]), e["channel"],
+                         e["action"], e.get("detail"), e.get("value")))
+                    if cur.rowcount:
+                        new += 1
+                        touched.add(e["lead_id"])
+                for s in status:
+                    cur.execute("INSERT OR IGNORE INTO status_history VALUES (?,?,?,?)",
+                                (s["lead_id"], s["source"], to_us(s["changed_at"]), s["status"]))
+                    touched.add(s["lead_id"])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return new, len(events) - new, touched
+
+    def record_score(self, lead_id: str, tier: str, score: int, push_payload: Mapping[str, Any] | None) -> None:
+        """Remember the lead's last tier; queue its CRM push in the same transaction."""
+        with self.lock:
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute("UPDATE leads SET last_tier=?, last_score=? WHERE lead_id=?", (tier, score, lead_id))
+                if push_payload is not None:
+                    cur.execute("INSERT OR REPLACE INTO outbox(lead_id, payload, attempts, next_at) VALUES (?,?,0,?)",
+                                (lead_id, json.dumps(push_payload), time.time()))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    # ---- reads -------------------------------------------------------------------------------
+    def lead(self, lead_id: str) -> tuple[dict[str, Any], str | None] | None:
+        """(LEADS row with datetimes, last tier) or None."""
+        row = self.db.execute("SELECT fields, last_tier FROM leads WHERE lead_id=?", (lead_id,)).fetchone()
+        if row is None:
+            return None
+        return _lead_from_json(row[0]), row[1]
+
+    def peers(self, lead_id: str, account: str | None) -> list[dict[str, Any]]:
+        if not account:
+            return []
+        rows = self.db.execute("SELECT fields FROM leads WHERE account=? AND lead_id<>?", (account, lead_id))
+        return [_lead_from_json(r[0]) for r in rows]
+
+    def events(self, lead_ids: Iterable[str]) -> pa.Table:
+        """The stored events of ``lead_ids`` as an ACTIVITIES table."""
+        ids = list(lead_ids)
+        if not ids:
+            return ACTIVITIES.empty_table()
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(f"SELECT {','.join(_EVENT_COLS)} FROM events WHERE lead_id IN ({marks})", ids).fetchall()
+        cols = list(zip(*rows, strict=True)) if rows else [[] for _ in _EVENT_COLS]
+        data = {name: list(col) for name, col in zip(_EVENT_COLS, cols, strict=True)}
+        arrays = [pa.array(data[n], pa.int64()).cast(UTC_TS) if n == "occurred_at"
+                  else pa.array(data[n], ACTIVITIES.field(n).type) for n in _EVENT_COLS]
+        return pa.Table.from_arrays(arrays, schema=ACTIVITIES)
+
+    def status_history(self, lead_id: str) -> pa.Table:
+        rows = self.db.execute("SELECT lead_id, source, changed_at, status FROM status_history WHERE lead_id=?",
+                               (lead_id,)).fetchall()
+        if not rows:
+            return LEAD_STATUS_HISTORY.empty_table()
+        lid, src, at, st = (list(c) for c in zip(*rows, strict=True))
+        return pa.Table.from_arrays([pa.array(lid), pa.array(src), pa.array(at, pa.int64()).cast(UTC_TS),
+                                     pa.array(st)], schema=LEAD_STATUS_HISTORY)
+
+    def count_events(self, lead_id: str | None = None) -> int:
+        if lead_id is None:
+            return self.db.execute("SELECT count(*) FROM events").fetchone()[0]
+        return self.db.execute("SELECT count(*) FROM events WHERE lead_id=?", (lead_id,)).fetchone()[0]
+
+    # ---- outbox --------------------------------------------------------------------------------
+    def due_pushes(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any], int]]:
+        rows = self.db.execute("SELECT lead_id, payload, attempts FROM outbox WHERE next_at<=? ORDER BY next_at LIMIT ?",
+                               (now, limit)).fetchall()
+        return [(r[0], json.loads(r[1]), r[2]) for r in rows]
+
+    def push_done(self, lead_id: str, payload: Mapping[str, Any]) -> None:
+        with self.lock:
+            self.db.execute("DELETE FROM outbox WHERE lead_id=? AND payload=?", (lead_id, json.dumps(payload)))
+
+    def push_failed(self, lead_id: str, attempts: int, next_at: float, error: str) -> None:
+        with self.lock:
+            self.db.execute("UPDATE outbox SET attempts=?, next_at=?, last_error=? WHERE lead_id=?",
+                            (attempts, next_at, error[:500], lead_id))
+
+    def outbox_size(self) -> int:
+        return self.db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _lead_from_json(text: str) -> dict[str, Any]:
+    import datetime as dt
+
+    row = json.loads(text)
+    for name in _TS_FIELDS:
+        if row.get(name):
+            row[name] = dt.datetime.fromisoformat(row[name])
+    return row
