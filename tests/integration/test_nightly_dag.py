@@ -68,6 +68,10 @@ def nightly(sandbox_session, airflow_db, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("nightly") / "data"
     mp.setenv("PROX_DATA_DIR", str(data_dir))
     mp.setenv("PROX_SCORE_BUCKETS", "2")
+    # This small world's holdout snapshot lies a 90-day horizon before the nights scored here,
+    # a season apart: recency features move by PSI about 0.25 (measured). The normal nights
+    # run with the limit configured looser; the drift test tightens it to force a stop.
+    mp.setenv("PROX_DRIFT_STOP_PSI", "0.4")
     settings = Settings.from_env().ensure_dirs()
     info = sandbox_session
     store = server.open_store(info.directory)
@@ -146,7 +150,8 @@ def test_nightly_pushes_scores_then_only_changes_and_respects_consent(nightly):
     report3 = _report(settings, night2)
     assert sum(c["pushed"] for c in report3["per_crm"].values()) == 0
     assert _crm_values(info, settings) == crm2
-    assert _scores(settings, night2).equals(scores2)
+    rerun = _scores(settings, night2)
+    assert rerun.drop_columns(["run_id"]).equals(scores2.drop_columns(["run_id"]))  # only the run's id differs
 
 
 def test_drift_over_the_limit_stops_the_push_and_says_why(nightly, monkeypatch):
