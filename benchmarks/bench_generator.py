@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._measure import emit, measure  # noqa: E402
+from benchmarks._measure import emit, measure
 
 
 def run_world(n_leads: int, days: int, out: str) -> int:
@@ -63,9 +63,13 @@ def main() -> None:
         "target_seconds": 60,
         "target_peak_rss_gb": 8,
     }
-    print(f"world: {args.leads:,} leads, {n_events:,} events in {figures['world_seconds']} s "
-          f"(peak RSS {figures['world_peak_rss_gb']} GB, {figures['world_parquet_mb']} MB of Parquet)")
-    print(f"bare events to Parquet, same count: {figures['bare_events_seconds']} s; ratio {figures['ratio_vs_bare']}x")
+    print(
+        f"world: {args.leads:,} leads, {n_events:,} events in {figures['world_seconds']} s "
+        f"(peak RSS {figures['world_peak_rss_gb']} GB, {figures['world_parquet_mb']} MB of Parquet)"
+    )
+    print(
+        f"bare events to Parquet, same count: {figures['bare_events_seconds']} s; ratio {figures['ratio_vs_bare']}x"
+    )
     emit(figures)
 
 

@@ -35,7 +35,9 @@ def world_dir(n_leads: int, days: int, seed: int) -> Path:
     return root / f"model-world-{n_leads}-{days}-{seed}"
 
 
-def simulated(n_leads: int, days: int, seed: int, trials: int, budget: float, threads: int, every: int) -> dict:
+def simulated(
+    n_leads: int, days: int, seed: int, trials: int, budget: float, threads: int, every: int
+) -> dict:
     from models import retrain
     from models.train import TrainConfig
     from prox.settings import Settings
@@ -45,8 +47,11 @@ def simulated(n_leads: int, days: int, seed: int, trials: int, budget: float, th
     if not world_exists(world):
         started = time.perf_counter()
         summary = write_world(WorldSpec(n_leads=n_leads, days=days, seed=seed), world)
-        print(f"generated world: {summary['leads']:,} leads, {summary['events']:,} events in "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"generated world: {summary['leads']:,} leads, {summary['events']:,} events in "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
     data = Path(tempfile.mkdtemp(prefix="prox-bench-model-"))
     settings = Settings.from_env({"PROX_DATA_DIR": str(data)}).ensure_dirs()
     os.environ["PROX_DATA_DIR"] = str(data)
@@ -55,7 +60,10 @@ def simulated(n_leads: int, days: int, seed: int, trials: int, budget: float, th
     t0 = time.perf_counter()
     info = retrain.build_training_set(settings, dt.date(2100, 1, 1), source=f"world:{world}", options=options)
     t_build = time.perf_counter() - t0
-    print(f"training set: {info['rows']:,} rows, {len(info['snapshots'])} snapshots in {t_build:.0f} s", flush=True)
+    print(
+        f"training set: {info['rows']:,} rows, {len(info['snapshots'])} snapshots in {t_build:.0f} s",
+        flush=True,
+    )
     validation = {"dataset": "features", "decision": "skipped (benchmark)"}
     t0 = time.perf_counter()
     trained = retrain.train(settings, info, validation, config=config, options=options)
@@ -68,13 +76,24 @@ def simulated(n_leads: int, days: int, seed: int, trials: int, budget: float, th
     run = client(settings.tracking_uri).get_run(trained["run_id"])
     m = run.data.metrics
     return {
-        "world_leads": n_leads, "training_rows": info["rows"], "snapshots": len(info["snapshots"]),
-        "winner": trained["winner"], "gate": gated["decision"],
-        "test_auc": m["test.roc_auc"], "test_auc_on_oracle_rows": m["test.model_auc_on_oracle_rows"],
-        "oracle_auc": m["test.oracle_auc"], "oracle_gap": m["test.oracle_gap"], "test_ece": m["test.ece"],
-        "oracle_ece": m["test.oracle_ece"], "test_pr_auc": m["test.pr_auc"], "test_rows": m["test.rows"],
-        "logistic_test_auc": m.get("test.logistic.roc_auc"), "valid_auc_lightgbm": m.get("valid.lightgbm.roc_auc"),
-        "trials": m.get("search.trials"), "build_s": round(t_build, 1), "train_s": round(t_train, 1),
+        "world_leads": n_leads,
+        "training_rows": info["rows"],
+        "snapshots": len(info["snapshots"]),
+        "winner": trained["winner"],
+        "gate": gated["decision"],
+        "test_auc": m["test.roc_auc"],
+        "test_auc_on_oracle_rows": m["test.model_auc_on_oracle_rows"],
+        "oracle_auc": m["test.oracle_auc"],
+        "oracle_gap": m["test.oracle_gap"],
+        "test_ece": m["test.ece"],
+        "oracle_ece": m["test.oracle_ece"],
+        "test_pr_auc": m["test.pr_auc"],
+        "test_rows": m["test.rows"],
+        "logistic_test_auc": m.get("test.logistic.roc_auc"),
+        "valid_auc_lightgbm": m.get("valid.lightgbm.roc_auc"),
+        "trials": m.get("search.trials"),
+        "build_s": round(t_build, 1),
+        "train_s": round(t_train, 1),
     }
 
 
@@ -110,9 +129,16 @@ def bank(trials: int, budget: float, threads: int) -> dict:
     cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
     ref = cross_val_score(lgb.LGBMClassifier(verbose=-1, n_jobs=threads), df, y, cv=cv, scoring="roc_auc")
     t_ref = time.perf_counter() - t0
-    return {"bank_auc": ours, "bank_ece": evaluated["metrics"]["ece"], "bank_winner": trained["winner"],
-            "bank_reference_cv_auc": float(np.mean(ref)), "bank_reference_cv_std": float(np.std(ref)),
-            "bank_ratio": ours / float(np.mean(ref)), "bank_s": round(t_ours, 1), "bank_reference_s": round(t_ref, 1)}
+    return {
+        "bank_auc": ours,
+        "bank_ece": evaluated["metrics"]["ece"],
+        "bank_winner": trained["winner"],
+        "bank_reference_cv_auc": float(np.mean(ref)),
+        "bank_reference_cv_std": float(np.std(ref)),
+        "bank_ratio": ours / float(np.mean(ref)),
+        "bank_s": round(t_ours, 1),
+        "bank_reference_s": round(t_ref, 1),
+    }
 
 
 def main() -> None:
@@ -132,18 +158,26 @@ def main() -> None:
 
     figures: dict = {}
     if not args.skip_world:
-        figures.update(simulated(args.leads, args.days, args.seed, args.trials, args.time_budget, args.threads,
-                                 args.every_days))
-        print(f"simulated world ({figures['world_leads']:,} leads, {figures['test_rows']:.0f} test rows): "
-              f"model test AUC {figures['test_auc_on_oracle_rows']:.4f} vs oracle {figures['oracle_auc']:.4f} "
-              f"(gap {figures['oracle_gap']:+.4f}, target <= 0.01; ratio model/oracle "
-              f"{figures['test_auc_on_oracle_rows'] / figures['oracle_auc']:.4f}); ECE {figures['test_ece']:.4f} "
-              f"(target < 0.02; oracle's own ECE {figures['oracle_ece']:.4f})", flush=True)
+        figures.update(
+            simulated(
+                args.leads, args.days, args.seed, args.trials, args.time_budget, args.threads, args.every_days
+            )
+        )
+        print(
+            f"simulated world ({figures['world_leads']:,} leads, {figures['test_rows']:.0f} test rows): "
+            f"model test AUC {figures['test_auc_on_oracle_rows']:.4f} vs oracle {figures['oracle_auc']:.4f} "
+            f"(gap {figures['oracle_gap']:+.4f}, target <= 0.01; ratio model/oracle "
+            f"{figures['test_auc_on_oracle_rows'] / figures['oracle_auc']:.4f}); ECE {figures['test_ece']:.4f} "
+            f"(target < 0.02; oracle's own ECE {figures['oracle_ece']:.4f})",
+            flush=True,
+        )
     if not args.skip_bank and BANK.is_file():
         figures.update(bank(args.trials, args.time_budget, args.threads))
-        print(f"bank-full without duration: flat-file path test AUC {figures['bank_auc']:.4f} vs default LightGBM "
-              f"5-fold CV {figures['bank_reference_cv_auc']:.4f} (ratio {figures['bank_ratio']:.4f}; target >= 0.80)",
-              flush=True)
+        print(
+            f"bank-full without duration: flat-file path test AUC {figures['bank_auc']:.4f} vs default LightGBM "
+            f"5-fold CV {figures['bank_reference_cv_auc']:.4f} (ratio {figures['bank_ratio']:.4f}; target >= 0.80)",
+            flush=True,
+        )
     figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     emit(figures)
 

@@ -100,7 +100,10 @@ def _lat(fn, n: int) -> dict:
         times.append(time.perf_counter() - t)
         assert r.status_code == 200, r.text[:300]
     ms = np.array(times) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+    }
 
 
 async def _throughput(url: str, bodies, headers: dict, total: int, concurrency: int = 16) -> float:
@@ -141,10 +144,15 @@ def main() -> int:
         print("training a champion on a 2,500-lead world ...", flush=True)
         _champion(data_dir)
         scorer = load_scorer(settings.tracking_uri, settings.model_name)
-    assert scorer.bundle is not None and scorer.bundle.kind == "lightgbm", "the benchmark needs a LightGBM champion"
+    assert scorer.bundle is not None and scorer.bundle.kind == "lightgbm", (
+        "the benchmark needs a LightGBM champion"
+    )
     booster = scorer.bundle.booster
-    print(f"model {settings.model_name} v{scorer.model_version}: {booster.num_trees()} trees, "
-          f"{booster.num_feature()} features", flush=True)
+    print(
+        f"model {settings.model_name} v{scorer.model_version}: {booster.num_trees()} trees, "
+        f"{booster.num_feature()} features",
+        flush=True,
+    )
 
     # a typical engaged lead and its events (as JSON)
     world = load_world(settings.world_dir)
@@ -156,40 +164,100 @@ def main() -> int:
             events.setdefault(e["lead_id"], []).append(e)
     counts = sorted(len(v) for v in events.values())
     median_n = counts[len(counts) // 2]
-    lead = next(r for r in leads if len(events.get(r["lead_id"], [])) == median_n and r["created_at"] < as_of
-                and r["consent_processing"] and not r["opted_out"])
+    lead = next(
+        r
+        for r in leads
+        if len(events.get(r["lead_id"], [])) == median_n
+        and r["created_at"] < as_of
+        and r["consent_processing"]
+        and not r["opted_out"]
+    )
     enc = lambda o: json.loads(json.dumps(o, default=lambda v: v.isoformat()))  # noqa: E731
     lead_j, events_j = enc(lead), enc(events[lead["lead_id"]])
     score_body = {"lead": lead_j, "events": events_j, "as_of": as_of.isoformat(), "include_features": True}
 
     procs = []
-    env = {**os.environ, "PROX_DATA_DIR": str(data_dir), "PROX_SERVE_PUSH": "0",
-           "PROX_SERVE_STATE": str(data_dir / "serve" / f"bench-{os.getpid()}.sqlite"),
-           "PROX_SERVE_TOKENS": f"{hash_token(TOKEN)} admin", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = {
+        **os.environ,
+        "PROX_DATA_DIR": str(data_dir),
+        "PROX_SERVE_PUSH": "0",
+        "PROX_SERVE_STATE": str(data_dir / "serve" / f"bench-{os.getpid()}.sqlite"),
+        "PROX_SERVE_TOKENS": f"{hash_token(TOKEN)} admin",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
     try:
         port = _port()
-        procs.append(subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "models.serve.app:app_from_env",
-                                       "--port", str(port), "--no-access-log", "--log-level", "warning"], env=env,
-                                      cwd=ROOT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "models.serve.app:app_from_env",
+                    "--port",
+                    str(port),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+                cwd=ROOT,
+            )
+        )
         prox = f"http://127.0.0.1:{port}"
         assert _wait(f"{prox}/healthz", procs[-1], 120), "prox service did not start"
         bundle_dir = Path(tempfile.mkdtemp(prefix="bench-bare-"))
         booster.save_model(str(bundle_dir / "model.txt"))  # the very booster the champion holds
         bport = _port()
-        procs.append(subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory",
-                                       "benchmarks.bench_serve:bare_factory", "--port", str(bport),
-                                       "--no-access-log", "--log-level", "warning"],
-                                      env={**env, "BENCH_BUNDLE": str(bundle_dir)}, cwd=ROOT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "benchmarks.bench_serve:bare_factory",
+                    "--port",
+                    str(bport),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                env={**env, "BENCH_BUNDLE": str(bundle_dir)},
+                cwd=ROOT,
+            )
+        )
         bare = f"http://127.0.0.1:{bport}"
         assert _wait(f"{bare}/docs", procs[-1], 60), "bare service did not start"
         mport = _port()
-        procs.append(subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
-                                       f"models:/{settings.model_name}/{scorer.model_version}", "-p", str(mport),
-                                       "--env-manager", "local", "-w", "1"],
-                                      env={**env, "MLFLOW_TRACKING_URI": settings.tracking_uri,  # it execs `uvicorn`
-                                           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
-                                      cwd=ROOT,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "models",
+                    "serve",
+                    "-m",
+                    f"models:/{settings.model_name}/{scorer.model_version}",
+                    "-p",
+                    str(mport),
+                    "--env-manager",
+                    "local",
+                    "-w",
+                    "1",
+                ],
+                env={
+                    **env,
+                    "MLFLOW_TRACKING_URI": settings.tracking_uri,  # it execs `uvicorn`
+                    "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+                },
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         mlf = f"http://127.0.0.1:{mport}"
         mlflow_up = _wait(f"{mlf}/ping", procs[-1], 120)
 
@@ -205,13 +273,18 @@ def main() -> int:
         ev0 = events_j[-1]
 
         def new_event(i: int) -> dict:
-            return {"event": {**ev0, "event_id": f"bench-{os.getpid()}-{i}-{time.perf_counter_ns()}"},
-                    "as_of": as_of.isoformat()}
+            return {
+                "event": {**ev0, "event_id": f"bench-{os.getpid()}-{i}-{time.perf_counter_ns()}"},
+                "as_of": as_of.isoformat(),
+            }
 
         for _ in range(50):  # warm up
             c.post(f"{prox}/v1/score", json=score_body)
-        figures: dict = {"model_trees": booster.num_trees(), "model_features": booster.num_feature(),
-                         "events_per_lead": len(events_j)}
+        figures: dict = {
+            "model_trees": booster.num_trees(),
+            "model_features": booster.num_feature(),
+            "events_per_lead": len(events_j),
+        }
         n = args.n
         figures["prox_score"] = _lat(lambda i: c.post(f"{prox}/v1/score", json=score_body), n)
         figures["prox_score_state"] = _lat(lambda i: c.post(f"{prox}/v1/score", json=state_body), n)
@@ -225,23 +298,33 @@ def main() -> int:
             if not mlflow_up:
                 print("mlflow models serve answered", ok.status_code, ok.text[:300])
         if mlflow_up:
-            figures["mlflow"] = _lat(lambda i: c.post(f"{mlf}/invocations", json=mlflow_body), max(100, n // 5))
+            figures["mlflow"] = _lat(
+                lambda i: c.post(f"{mlf}/invocations", json=mlflow_body), max(100, n // 5)
+            )
         total = args.total
-        figures["prox_score"]["rps_c16"] = round(asyncio.run(_throughput(f"{prox}/v1/score", lambda i: score_body,
-                                                                         H, total)), 1)
-        figures["prox_score_state"]["rps_c16"] = round(asyncio.run(_throughput(
-            f"{prox}/v1/score", lambda i: state_body, H, total)), 1)
-        figures["prox_events"]["rps_c16"] = round(asyncio.run(_throughput(f"{prox}/v1/events", new_event, H,
-                                                                          total)), 1)
-        figures["bare"]["rps_c16"] = round(asyncio.run(_throughput(f"{bare}/predict", lambda i: bare_body, {},
-                                                                   total)), 1)
+        figures["prox_score"]["rps_c16"] = round(
+            asyncio.run(_throughput(f"{prox}/v1/score", lambda i: score_body, H, total)), 1
+        )
+        figures["prox_score_state"]["rps_c16"] = round(
+            asyncio.run(_throughput(f"{prox}/v1/score", lambda i: state_body, H, total)), 1
+        )
+        figures["prox_events"]["rps_c16"] = round(
+            asyncio.run(_throughput(f"{prox}/v1/events", new_event, H, total)), 1
+        )
+        figures["bare"]["rps_c16"] = round(
+            asyncio.run(_throughput(f"{bare}/predict", lambda i: bare_body, {}, total)), 1
+        )
         if mlflow_up:
-            figures["mlflow"]["rps_c16"] = round(asyncio.run(_throughput(f"{mlf}/invocations",
-                                                                         lambda i: mlflow_body, {}, 300)), 1)
-        figures["ratio_score_rps_vs_bare"] = round(figures["prox_score"]["rps_c16"] / figures["bare"]["rps_c16"], 3)
+            figures["mlflow"]["rps_c16"] = round(
+                asyncio.run(_throughput(f"{mlf}/invocations", lambda i: mlflow_body, {}, 300)), 1
+            )
+        figures["ratio_score_rps_vs_bare"] = round(
+            figures["prox_score"]["rps_c16"] / figures["bare"]["rps_c16"], 3
+        )
         if mlflow_up:
-            figures["ratio_score_rps_vs_mlflow"] = round(figures["prox_score"]["rps_c16"]
-                                                         / figures["mlflow"]["rps_c16"], 1)
+            figures["ratio_score_rps_vs_mlflow"] = round(
+                figures["prox_score"]["rps_c16"] / figures["mlflow"]["rps_c16"], 1
+            )
         for name, value in figures.items():
             print(f"{name}: {value}")
         print(json.dumps(figures, sort_keys=True))

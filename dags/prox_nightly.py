@@ -133,8 +133,13 @@ def prox_nightly():
         from prox import nightly
 
         settings, run, _ = _context()
-        parts = {"extract": _items(extracted), "validate": _items(validated), "score": _items(scored),
-                 "scores_gate": gate or {}, "push": _items(pushed)}
+        parts = {
+            "extract": _items(extracted),
+            "validate": _items(validated),
+            "score": _items(scored),
+            "scores_gate": gate or {},
+            "push": _items(pushed),
+        }
         report = nightly.write_report(settings, run, parts)
         if report.get("halted"):  # the report is written; the run itself must show as failed
             from airflow.sdk.exceptions import AirflowFailException

@@ -40,15 +40,27 @@ def _airflow_ids() -> dict:
 def _config(params: dict) -> dict:
     """Model, run and gate settings from the DAG params (plain dicts for the step functions)."""
     return {
-        "config": {"max_trials": int(params["max_trials"]), "time_budget_s": float(params["time_budget_s"]),
-                   "seed": int(params["seed"]), "num_threads": int(params["num_threads"]),
-                   "max_num_leaves": int(params["max_num_leaves"]), "max_depth": int(params["max_depth"])},
-        "options": {"every_days": int(params["every_days"]), "lookback_days": int(params["lookback_days"]),
-                    "exclude_features": tuple(params["exclude_features"]),
-                    "min_leads": int(params["min_leads"]), "min_conversions": int(params["min_conversions"]),
-                    "segment_min_rows": int(params["segment_min_rows"])},
-        "gate": {"margin": float(params["margin"]), "max_ece": float(params["max_ece"]),
-                 "max_segment_gap": float(params["max_segment_gap"])},
+        "config": {
+            "max_trials": int(params["max_trials"]),
+            "time_budget_s": float(params["time_budget_s"]),
+            "seed": int(params["seed"]),
+            "num_threads": int(params["num_threads"]),
+            "max_num_leaves": int(params["max_num_leaves"]),
+            "max_depth": int(params["max_depth"]),
+        },
+        "options": {
+            "every_days": int(params["every_days"]),
+            "lookback_days": int(params["lookback_days"]),
+            "exclude_features": tuple(params["exclude_features"]),
+            "min_leads": int(params["min_leads"]),
+            "min_conversions": int(params["min_conversions"]),
+            "segment_min_rows": int(params["segment_min_rows"]),
+        },
+        "gate": {
+            "margin": float(params["margin"]),
+            "max_ece": float(params["max_ece"]),
+            "max_segment_gap": float(params["max_segment_gap"]),
+        },
     }
 
 
@@ -110,8 +122,14 @@ def prox_retrain():
         from prox.settings import Settings
 
         cfg = _config(params)
-        return step(Settings.from_env(), info, validation, config=TrainConfig(**cfg["config"]),
-                    options=RunOptions(**cfg["options"]), airflow=_airflow_ids())
+        return step(
+            Settings.from_env(),
+            info,
+            validation,
+            config=TrainConfig(**cfg["config"]),
+            options=RunOptions(**cfg["options"]),
+            airflow=_airflow_ids(),
+        )
 
     @task(multiple_outputs=False)
     def evaluate(info: dict, trained: dict, params: dict | None = None) -> dict:
@@ -122,8 +140,13 @@ def prox_retrain():
         from prox.settings import Settings
 
         cfg = _config(params)
-        return step(Settings.from_env(), info, trained, config=TrainConfig(**cfg["config"]),
-                    options=RunOptions(**cfg["options"]))
+        return step(
+            Settings.from_env(),
+            info,
+            trained,
+            config=TrainConfig(**cfg["config"]),
+            options=RunOptions(**cfg["options"]),
+        )
 
     @task(multiple_outputs=False)
     def register(info: dict, trained: dict, evaluated: dict) -> dict:
@@ -143,9 +166,16 @@ def prox_retrain():
         from prox.settings import Settings
 
         cfg = _config(params)
-        return step(Settings.from_env(), info, registered, evaluated, gate_config=GateConfig(**cfg["gate"]),
-                    config=TrainConfig(**cfg["config"]), options=RunOptions(**cfg["options"]),
-                    airflow=_airflow_ids())
+        return step(
+            Settings.from_env(),
+            info,
+            registered,
+            evaluated,
+            gate_config=GateConfig(**cfg["gate"]),
+            config=TrainConfig(**cfg["config"]),
+            options=RunOptions(**cfg["options"]),
+            airflow=_airflow_ids(),
+        )
 
     info = build_training_set(RUN_DATE)
     validation = validate(info)

@@ -78,9 +78,7 @@ RAW_LEADS: Final = pa.schema(
 
 #: Canonical leads: pseudonymised, safe for features, models and logs.
 LEADS: Final = pa.schema(
-    _LEAD_KEY
-    + [pa.field("email_hash", pa.string()), pa.field("email_domain", pa.string())]
-    + _LEAD_BODY,
+    _LEAD_KEY + [pa.field("email_hash", pa.string()), pa.field("email_domain", pa.string())] + _LEAD_BODY,
     metadata={"prox.table": "leads"},
 )
 
@@ -193,6 +191,8 @@ def conform(data: pa.Table | object, schema: pa.Schema) -> pa.Table:
                     f"{table_name}.{field.name}: cannot read {column.type} as {field.type}: {exc}"
                 ) from None
         if not field.nullable and column.null_count:
-            raise ContractError(f"{table_name}.{field.name}: {column.null_count} null value(s) in a required column")
+            raise ContractError(
+                f"{table_name}.{field.name}: {column.null_count} null value(s) in a required column"
+            )
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)

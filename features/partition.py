@@ -18,8 +18,12 @@ def bucket_of(lead_ids: pa.Array | pa.ChunkedArray, n_buckets: int) -> np.ndarra
     arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
     if arr.null_count:
         raise ValueError(f"{arr.null_count} null lead_id value(s) cannot be partitioned")
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = (
+        np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+        if arr.buffers()[2] is not None
+        else np.zeros(0, np.uint8)
+    )
     lengths = np.diff(offsets)
     h = np.full(len(arr), np.uint64(0xCBF29CE484222325))
     prime = np.uint64(0x100000001B3)
@@ -43,4 +47,3 @@ def split_by_bucket(table: pa.Table, n_buckets: int, bucket: int) -> pa.Table:
     if not 0 <= bucket < n_buckets:
         raise ValueError(f"bucket {bucket} outside [0, {n_buckets})")
     return table.filter(pa.array(bucket_of(table.column("lead_id"), n_buckets) == bucket))
-

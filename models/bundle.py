@@ -175,7 +175,9 @@ class ModelBundle:
             "calibrator": self.calibrator.to_json(),
             "logistic": self.logistic.to_json() if self.logistic else None,
             "score_quantiles": list(map(float, self.score_quantiles)),
-            "tier_thresholds": {k: (None if v is None else float(v)) for k, v in self.tier_thresholds.items()},
+            "tier_thresholds": {
+                k: (None if v is None else float(v)) for k, v in self.tier_thresholds.items()
+            },
             "meta": self.meta,
         }
         (out / BUNDLE_FILE).write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default))

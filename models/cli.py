@@ -41,44 +41,81 @@ def _fraction(text: str) -> float:
 
 def add_parser(subparsers: Any) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    p = subparsers.add_parser("train", help="train, evaluate, register and gate a lead-scoring model",
-                              description=__doc__, formatter_class=fmt)
-    p.add_argument("--source", default="auto",
-                   help="auto (lake if it has leads, else the world), lake, world, world:<dir> or file:<csv>")
+    p = subparsers.add_parser(
+        "train",
+        help="train, evaluate, register and gate a lead-scoring model",
+        description=__doc__,
+        formatter_class=fmt,
+    )
+    p.add_argument(
+        "--source",
+        default="auto",
+        help="auto (lake if it has leads, else the world), lake, world, world:<dir> or file:<csv>",
+    )
     p.add_argument("--label", help="label column of a flat file (file: sources only)")
-    p.add_argument("--drop", action="append", default=[], metavar="COLUMN",
-                   help="flat-file column to leave out (repeatable), e.g. one known only afterwards")
+    p.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="flat-file column to leave out (repeatable), e.g. one known only afterwards",
+    )
     p.add_argument("--as-of", type=_date, default=None, help="run date (YYYY-MM-DD, UTC; default today)")
     p.add_argument("--trials", type=positive_int, default=12, help="LightGBM search: max trials (default 12)")
     p.add_argument("--time-budget", type=float, default=600.0, help="LightGBM search: seconds (default 600)")
     p.add_argument("--threads", type=positive_int, default=1, help="LightGBM threads (default 1)")
-    p.add_argument("--max-leaves", type=positive_int, default=127,
-                   help="LightGBM search: most leaves per tree (fewer = cheaper reasons; default 127)")
+    p.add_argument(
+        "--max-leaves",
+        type=positive_int,
+        default=127,
+        help="LightGBM search: most leaves per tree (fewer = cheaper reasons; default 127)",
+    )
     p.add_argument("--max-depth", type=int, default=-1, help="LightGBM search: tree depth cap (default none)")
     p.add_argument("--calibration", choices=("isotonic", "sigmoid", "none"), default="isotonic")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--every-days", type=positive_int, default=14, help="days between snapshots (default 14)")
     p.add_argument("--lookback-days", type=positive_int, default=365, help="history used (default 365)")
     p.add_argument("--exclude", action="append", default=[], metavar="FEATURE", help="feature to leave out")
-    p.add_argument("--allow-leak", action="append", default=[], metavar="FEATURE",
-                   help="keep this feature even if the leakage audit flags it")
-    p.add_argument("--min-leads", type=positive_int, default=None, help="cold-start minimum leads (default 1000)")
-    p.add_argument("--min-conversions", type=positive_int, default=None,
-                   help="cold-start minimum converting leads (default 120)")
+    p.add_argument(
+        "--allow-leak",
+        action="append",
+        default=[],
+        metavar="FEATURE",
+        help="keep this feature even if the leakage audit flags it",
+    )
+    p.add_argument(
+        "--min-leads", type=positive_int, default=None, help="cold-start minimum leads (default 1000)"
+    )
+    p.add_argument(
+        "--min-conversions",
+        type=positive_int,
+        default=None,
+        help="cold-start minimum converting leads (default 120)",
+    )
     _gate_args(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_train)
 
-    p = subparsers.add_parser("evaluate", help="a registered model version's figures on the newest holdout",
-                              description=__doc__, formatter_class=fmt)
+    p = subparsers.add_parser(
+        "evaluate",
+        help="a registered model version's figures on the newest holdout",
+        description=__doc__,
+        formatter_class=fmt,
+    )
     p.add_argument("version", help="model version number, or an alias such as champion")
     p.add_argument("--model-name", default=None)
-    p.add_argument("--training-set", default=None, help="training-set partition directory (default: the version's)")
+    p.add_argument(
+        "--training-set", default=None, help="training-set partition directory (default: the version's)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_evaluate)
 
-    p = subparsers.add_parser("promote", help="run the champion/challenger gate for a version",
-                              description=__doc__, formatter_class=fmt)
+    p = subparsers.add_parser(
+        "promote",
+        help="run the champion/challenger gate for a version",
+        description=__doc__,
+        formatter_class=fmt,
+    )
     p.add_argument("version")
     p.add_argument("--model-name", default=None)
     p.add_argument("--force", action="store_true", help="make it the champion without the gate")
@@ -86,15 +123,25 @@ def add_parser(subparsers: Any) -> None:
     _gate_args(p)
     p.set_defaults(func=run_promote)
 
-    p = subparsers.add_parser("rollback", help="move @champion back to the previous champion",
-                              description=__doc__, formatter_class=fmt)
+    p = subparsers.add_parser(
+        "rollback",
+        help="move @champion back to the previous champion",
+        description=__doc__,
+        formatter_class=fmt,
+    )
     p.add_argument("--reason", required=True, help="why (recorded on the versions and in the audit log)")
-    p.add_argument("--to", default=None, metavar="VERSION", help="version to restore (default: the previous champion)")
+    p.add_argument(
+        "--to", default=None, metavar="VERSION", help="version to restore (default: the previous champion)"
+    )
     p.add_argument("--model-name", default=None)
     p.set_defaults(func=run_rollback)
 
-    p = subparsers.add_parser("audit", help="a model version's lineage, checks, metrics and decisions",
-                              description=__doc__, formatter_class=fmt)
+    p = subparsers.add_parser(
+        "audit",
+        help="a model version's lineage, checks, metrics and decisions",
+        description=__doc__,
+        formatter_class=fmt,
+    )
     p.add_argument("version")
     p.add_argument("--model-name", default=None)
     p.add_argument("--json", action="store_true")
@@ -102,9 +149,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _gate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--margin", type=float, default=0.002, help="ROC AUC the challenger must gain (default 0.002)")
+    p.add_argument(
+        "--margin", type=float, default=0.002, help="ROC AUC the challenger must gain (default 0.002)"
+    )
     p.add_argument("--max-ece", type=_fraction, default=0.03, help="calibration limit (default 0.03)")
-    p.add_argument("--max-segment-gap", type=_fraction, default=0.15, help="segment AUC gap limit (default 0.15)")
+    p.add_argument(
+        "--max-segment-gap", type=_fraction, default=0.15, help="segment AUC gap limit (default 0.15)"
+    )
 
 
 def _gate_config(args: argparse.Namespace) -> Any:
@@ -127,20 +178,35 @@ def run_train(args: argparse.Namespace) -> int:
     from models.train import TrainConfig
 
     settings = _settings()
-    config = TrainConfig(seed=args.seed, max_trials=args.trials, time_budget_s=args.time_budget,
-                         num_threads=args.threads, calibration=args.calibration,
-                         max_num_leaves=args.max_leaves, max_depth=args.max_depth)
+    config = TrainConfig(
+        seed=args.seed,
+        max_trials=args.trials,
+        time_budget_s=args.time_budget,
+        num_threads=args.threads,
+        calibration=args.calibration,
+        max_num_leaves=args.max_leaves,
+        max_depth=args.max_depth,
+    )
     extra = {k: v for k, v in (("min_leads", args.min_leads), ("min_conversions", args.min_conversions)) if v}
-    options = retrain.RunOptions(every_days=args.every_days, lookback_days=args.lookback_days,
-                                 exclude_features=tuple(args.exclude), leakage_allowlist=tuple(args.allow_leak),
-                                 **extra)
+    options = retrain.RunOptions(
+        every_days=args.every_days,
+        lookback_days=args.lookback_days,
+        exclude_features=tuple(args.exclude),
+        leakage_allowlist=tuple(args.allow_leak),
+        **extra,
+    )
     try:
         if args.source.startswith("file:"):
             if not args.label:
                 raise UsageError("--label is required with --source file:<csv>")
-            info = retrain.flat_training_set(settings, args.source.removeprefix("file:"), args.label, args.drop)
-            print("warning: a flat file has no time column; using a stratified random split, so the holdout is "
-                  "not 'the future' and the figures are optimistic if the data drifts", file=sys.stderr)
+            info = retrain.flat_training_set(
+                settings, args.source.removeprefix("file:"), args.label, args.drop
+            )
+            print(
+                "warning: a flat file has no time column; using a stratified random split, so the holdout is "
+                "not 'the future' and the figures are optimistic if the data drifts",
+                file=sys.stderr,
+            )
         else:
             if args.label or args.drop:
                 raise UsageError("--label/--drop apply to --source file:<csv> only")
@@ -148,7 +214,9 @@ def run_train(args: argparse.Namespace) -> int:
             info = retrain.build_training_set(settings, as_of, source=args.source, options=options)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = retrain.run_all(settings, info, config=config, options=options, gate_config=_gate_config(args))
+            result = retrain.run_all(
+                settings, info, config=config, options=options, gate_config=_gate_config(args)
+            )
     except (retrain.RetrainError, DatasetError) as exc:
         raise UsageError(str(exc)) from None
     if args.json:
@@ -162,9 +230,13 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     m = result["evaluated"]["metrics"]
     extra_text = f"  oracle AUC {m['oracle_auc']:.4f}" if "oracle_auc" in m else ""
-    print(f"model: {trained['winner']}  test ROC AUC {m['roc_auc']:.4f}  PR AUC {m['pr_auc']:.4f}  "
-          f"ECE {m['ece']:.4f}  largest segment gap {m['largest_segment_gap']:.4f}{extra_text}")
-    print(f"registered: {trained['model_name']} version {result['registered']['version']} (run {trained['run_id']})")
+    print(
+        f"model: {trained['winner']}  test ROC AUC {m['roc_auc']:.4f}  PR AUC {m['pr_auc']:.4f}  "
+        f"ECE {m['ece']:.4f}  largest segment gap {m['largest_segment_gap']:.4f}{extra_text}"
+    )
+    print(
+        f"registered: {trained['model_name']} version {result['registered']['version']} (run {trained['run_id']})"
+    )
     print(f"gate: {gate['decision']} ({gate['rule']}): {gate['message']}")
     return 0
 
@@ -187,8 +259,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     settings = _settings()
     name = args.model_name or settings.model_name
     try:
-        out = retrain.evaluate_version(settings, name, _resolve(settings, name, args.version),
-                                       training_set=args.training_set)
+        out = retrain.evaluate_version(
+            settings, name, _resolve(settings, name, args.version), training_set=args.training_set
+        )
     except (RegistryError, retrain.RetrainError) as exc:
         raise UsageError(str(exc)) from None
     if args.json:
@@ -214,8 +287,14 @@ def run_promote(args: argparse.Namespace) -> int:
         if args.force:
             if not args.reason.strip():
                 raise UsageError("--force needs --reason")
-            record = force_promote(client(settings.tracking_uri), settings.data_dir, name, version,
-                                   reason=args.reason, by=actor())
+            record = force_promote(
+                client(settings.tracking_uri),
+                settings.data_dir,
+                name,
+                version,
+                reason=args.reason,
+                by=actor(),
+            )
             print(f"{name} version {version} is @champion (forced: {args.reason}) at {record['at']}")
             return 0
         info, registered, evaluated = retrain.version_context(settings, name, version)
@@ -232,11 +311,19 @@ def run_rollback(args: argparse.Namespace) -> int:
     settings = _settings()
     name = args.model_name or settings.model_name
     try:
-        record = rollback(client(settings.tracking_uri), settings.data_dir, name, reason=args.reason, by=actor(),
-                          to_version=args.to)
+        record = rollback(
+            client(settings.tracking_uri),
+            settings.data_dir,
+            name,
+            reason=args.reason,
+            by=actor(),
+            to_version=args.to,
+        )
     except RegistryError as exc:
         raise UsageError(str(exc)) from None
-    print(f"{name}: @champion is version {record['version']} again (was {record['numbers']['replaced']}): {args.reason}")
+    print(
+        f"{name}: @champion is version {record['version']} again (was {record['numbers']['replaced']}): {args.reason}"
+    )
     return 0
 
 
@@ -246,8 +333,9 @@ def run_audit(args: argparse.Namespace) -> int:
     settings = _settings()
     name = args.model_name or settings.model_name
     try:
-        report = audit_report(client(settings.tracking_uri), settings.data_dir, name,
-                              _resolve(settings, name, args.version))
+        report = audit_report(
+            client(settings.tracking_uri), settings.data_dir, name, _resolve(settings, name, args.version)
+        )
     except RegistryError as exc:
         raise UsageError(str(exc)) from None
     print(json.dumps(report, indent=2, sort_keys=True, default=str) if args.json else format_audit(report))

@@ -41,10 +41,26 @@ TIER_POINTS = {"A": 70.0, "B": 50.0, "C": 30.0}
 
 SENIORITY = {"c-level": 12, "vp": 12, "director": 10, "manager": 6, "senior": 4, "individual contributor": 2}
 SIZE = {"201-1000": 10, "51-200": 8, "1001-5000": 8, "5000+": 5, "11-50": 4, "1-10": 1}
-INDUSTRY = {"software": 8, "financial services": 6, "telecommunications": 4, "professional services": 4,
-            "healthcare": 3, "education": 0, "government": 0, "nonprofit": 0, "unknown": 0}
-SOURCE = {"customer referral": 10, "partner": 8, "web": 6, "webinar": 6, "event": 5, "organic search": 4,
-          "unknown": 0}
+INDUSTRY = {
+    "software": 8,
+    "financial services": 6,
+    "telecommunications": 4,
+    "professional services": 4,
+    "healthcare": 3,
+    "education": 0,
+    "government": 0,
+    "nonprofit": 0,
+    "unknown": 0,
+}
+SOURCE = {
+    "customer referral": 10,
+    "partner": 8,
+    "web": 6,
+    "webinar": 6,
+    "event": 5,
+    "organic search": 4,
+    "unknown": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -60,18 +76,29 @@ class ColdStartDecision:
     @property
     def reason(self) -> str:
         if not self.cold_start:
-            return (f"enough history: {self.leads} leads >= {self.min_leads} and "
-                    f"{self.conversions} conversions >= {self.min_conversions}")
-        return (f"cold start: {self.leads} leads (need {self.min_leads}) and {self.conversions} conversions "
-                f"(need {self.min_conversions}) in the training window; using the rules-based score")
+            return (
+                f"enough history: {self.leads} leads >= {self.min_leads} and "
+                f"{self.conversions} conversions >= {self.min_conversions}"
+            )
+        return (
+            f"cold start: {self.leads} leads (need {self.min_leads}) and {self.conversions} conversions "
+            f"(need {self.min_conversions}) in the training window; using the rules-based score"
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"cold_start": self.cold_start, "leads": self.leads, "conversions": self.conversions,
-                "min_leads": self.min_leads, "min_conversions": self.min_conversions, "reason": self.reason}
+        return {
+            "cold_start": self.cold_start,
+            "leads": self.leads,
+            "conversions": self.conversions,
+            "min_leads": self.min_leads,
+            "min_conversions": self.min_conversions,
+            "reason": self.reason,
+        }
 
 
-def decide(training_set: pa.Table, *, min_leads: int = MIN_LEADS, min_conversions: int = MIN_CONVERSIONS
-           ) -> ColdStartDecision:
+def decide(
+    training_set: pa.Table, *, min_leads: int = MIN_LEADS, min_conversions: int = MIN_CONVERSIONS
+) -> ColdStartDecision:
     """Count distinct leads and distinct converting leads in the stacked training set."""
     import pyarrow.compute as pc
 
@@ -134,5 +161,10 @@ def score_rules(features: pa.Table) -> dict[str, np.ndarray]:
     names = list(parts)
     matrix = np.column_stack([parts[k] for k in names]) if names else np.zeros((len(points), 0))
     top = [[names[j] for j in np.argsort(-row)[:3] if row[j] > 0] for row in matrix]
-    return {"points": points, "score": np.clip(np.round(points), 1, 99).astype(np.int16), "tier": tiers,
-            "probability": points / 100.0, "top_rules": top}
+    return {
+        "points": points,
+        "score": np.clip(np.round(points), 1, 99).astype(np.int16),
+        "tier": tiers,
+        "probability": points / 100.0,
+        "top_rules": top,
+    }

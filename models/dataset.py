@@ -62,7 +62,9 @@ class FeatureEncoder:
         from features.spec import FEATURES
 
         feats = tuple(f.name for f in FEATURES if f.name not in set(exclude))
-        cats = {f.name: tuple(f.categories or ()) for f in FEATURES if f.dtype == "category" and f.name in feats}
+        cats = {
+            f.name: tuple(f.categories or ()) for f in FEATURES if f.dtype == "category" and f.name in feats
+        }
         return cls(feats, cats)
 
     @classmethod
@@ -74,8 +76,12 @@ class FeatureEncoder:
             if name in skip:
                 continue
             typ = table.schema.field(name).type
-            if pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_dictionary(typ) \
-                    or pa.types.is_boolean(typ):
+            if (
+                pa.types.is_string(typ)
+                or pa.types.is_large_string(typ)
+                or pa.types.is_dictionary(typ)
+                or pa.types.is_boolean(typ)
+            ):
                 values = pc.unique(table.column(name).cast(pa.string())).drop_null().to_pylist()
                 cats[name] = tuple(sorted(values))
             elif not (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
@@ -106,7 +112,9 @@ class FeatureEncoder:
                 try:
                     values = col.cast(pa.float64())
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    raise DatasetError(f"feature {name!r}: values of type {col.type} are not numeric") from None
+                    raise DatasetError(
+                        f"feature {name!r}: values of type {col.type} are not numeric"
+                    ) from None
                 out[:, j] = values.fill_null(np.nan).to_numpy(zero_copy_only=False)
         return out
 
@@ -119,7 +127,10 @@ class FeatureEncoder:
         return value
 
     def to_json(self) -> dict[str, Any]:
-        return {"features": list(self.features), "categories": {k: list(v) for k, v in self.categories.items()}}
+        return {
+            "features": list(self.features),
+            "categories": {k: list(v) for k, v in self.categories.items()},
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FeatureEncoder:
@@ -160,8 +171,15 @@ def labels(table: pa.Table) -> np.ndarray:
     return col.cast(pa.int8()).to_numpy(zero_copy_only=False).astype(np.int8)
 
 
-def time_split(table: pa.Table, *, valid_snapshots: int = 1, calib_snapshots: int = 1, test_snapshots: int = 1,
-               embargo_days: float = 0.0, horizon_days: float = 0.0) -> Split:
+def time_split(
+    table: pa.Table,
+    *,
+    valid_snapshots: int = 1,
+    calib_snapshots: int = 1,
+    test_snapshots: int = 1,
+    embargo_days: float = 0.0,
+    horizon_days: float = 0.0,
+) -> Split:
     """Split stacked snapshots by time: oldest train, then validation, calibration, newest test.
 
     ``embargo_days`` > 0 drops training snapshots with ``as_of + horizon_days`` later than
@@ -175,20 +193,26 @@ def time_split(table: pa.Table, *, valid_snapshots: int = 1, calib_snapshots: in
     if len(times) < held + 1:
         raise DatasetError(f"time split needs at least {held + 1} snapshots, the table has {len(times)}")
     train_t = times[: len(times) - held]
-    valid_t = times[len(train_t): len(train_t) + valid_snapshots]
-    calib_t = times[len(train_t) + valid_snapshots: len(times) - test_snapshots]
-    test_t = times[len(times) - test_snapshots:]
+    valid_t = times[len(train_t) : len(train_t) + valid_snapshots]
+    calib_t = times[len(train_t) + valid_snapshots : len(times) - test_snapshots]
+    test_t = times[len(times) - test_snapshots :]
     if embargo_days > 0:
         limit = valid_t[0] - dt.timedelta(days=embargo_days)
         train_t = [t for t in train_t if t + dt.timedelta(days=horizon_days) <= limit] or []
         if not train_t:
-            raise DatasetError(f"embargo of {embargo_days} days leaves no training snapshot before {valid_t[0]}")
+            raise DatasetError(
+                f"embargo of {embargo_days} days leaves no training snapshot before {valid_t[0]}"
+            )
 
     def pick(ts: list[dt.datetime]) -> pa.Table:
-        return table.filter(pc.is_in(table.column(TIME), value_set=pa.array(ts, table.schema.field(TIME).type)))
+        return table.filter(
+            pc.is_in(table.column(TIME), value_set=pa.array(ts, table.schema.field(TIME).type))
+        )
 
-    windows = {name: [t.isoformat() for t in ts] for name, ts in
-               (("train", train_t), ("valid", valid_t), ("calib", calib_t), ("test", test_t))}
+    windows = {
+        name: [t.isoformat() for t in ts]
+        for name, ts in (("train", train_t), ("valid", valid_t), ("calib", calib_t), ("test", test_t))
+    }
     split = Split(pick(train_t), pick(valid_t), pick(calib_t), pick(test_t), "time", windows)
     for name, part in split.parts().items():
         y = labels(part)
@@ -197,11 +221,16 @@ def time_split(table: pa.Table, *, valid_snapshots: int = 1, calib_snapshots: in
     return split
 
 
-def stratified_split(table: pa.Table, *, seed: int = 7, fractions: tuple[float, float, float, float] = (0.6, 0.15, 0.1, 0.15)
-                     ) -> Split:
+def stratified_split(
+    table: pa.Table, *, seed: int = 7, fractions: tuple[float, float, float, float] = (0.6, 0.15, 0.1, 0.15)
+) -> Split:
     """Random split with the same positive rate in every part (for data without time)."""
-    warnings.warn("the data has no time column: using a stratified random split, so the holdout is not "
-                  "'the future' and the estimate is optimistic if the data drifts", TimeUnknownWarning, stacklevel=2)
+    warnings.warn(
+        "the data has no time column: using a stratified random split, so the holdout is not "
+        "'the future' and the estimate is optimistic if the data drifts",
+        TimeUnknownWarning,
+        stacklevel=2,
+    )
     y = labels(table)
     rng = np.random.default_rng(seed)
     part = np.empty(len(y), dtype=np.int8)
@@ -234,7 +263,9 @@ def read_flat_file(path: Path | str, label: str, drop: Sequence[str] = ()) -> pa
     delimiter = ";" if header.count(";") > header.count(",") else ","
     table = pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter))
     if label not in table.column_names:
-        raise DatasetError(f"{path.name}: no label column {label!r}; columns are {', '.join(table.column_names)}")
+        raise DatasetError(
+            f"{path.name}: no label column {label!r}; columns are {', '.join(table.column_names)}"
+        )
     missing = [c for c in drop if c not in table.column_names]
     if missing:
         raise DatasetError(f"{path.name}: cannot drop unknown column(s) {', '.join(missing)}")
@@ -244,7 +275,9 @@ def read_flat_file(path: Path | str, label: str, drop: Sequence[str] = ()) -> pa
     values = []
     for i, v in enumerate(text):
         if v not in mapping:
-            raise DatasetError(f"{path.name}: row {i + 2}, column {label!r}: label {v!r} is not 0/1, yes/no or true/false")
+            raise DatasetError(
+                f"{path.name}: row {i + 2}, column {label!r}: label {v!r} is not 0/1, yes/no or true/false"
+            )
         values.append(mapping[v])
     table = table.drop_columns([label, *drop])
     return table.append_column(LABEL, pa.array(values, pa.int8()))

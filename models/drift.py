@@ -48,7 +48,9 @@ class DriftVerdict:
             return "no columns compared"
         worst = max(self.psi, key=self.psi.get)
         if self.stop:
-            cols = ", ".join(f"{k} (PSI {v:.3f})" for k, v in sorted(self.breaches.items(), key=lambda kv: -kv[1]))
+            cols = ", ".join(
+                f"{k} (PSI {v:.3f})" for k, v in sorted(self.breaches.items(), key=lambda kv: -kv[1])
+            )
             return f"drift above the stop limit {self.stop_at}: {cols}"
         if self.warnings:
             return f"drift warning (PSI >= {self.warn_at}) on {', '.join(sorted(self.warnings))}"
@@ -67,9 +69,17 @@ def profile(table: pa.Table, columns: Iterable[str], *, bins: int = 10) -> dict:
         if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type):
             x = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
             finite = x[np.isfinite(x)]
-            edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])) if finite.size else np.array([])
+            edges = (
+                np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+                if finite.size
+                else np.array([])
+            )
             counts = _numeric_counts(x, edges)
-            out[col] = {"kind": "numeric", "edges": edges.tolist(), "shares": (counts / max(x.size, 1)).tolist()}
+            out[col] = {
+                "kind": "numeric",
+                "edges": edges.tolist(),
+                "shares": (counts / max(x.size, 1)).tolist(),
+            }
         else:
             vc = pc.value_counts(arr.cast(pa.string()).fill_null(MISSING)).to_pylist()
             total = max(len(arr), 1)
@@ -91,8 +101,9 @@ def _psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def population_stability(reference: Mapping[str, dict], table: pa.Table, *, warn_at: float = 0.1,
-                         stop_at: float = 0.25) -> DriftVerdict:
+def population_stability(
+    reference: Mapping[str, dict], table: pa.Table, *, warn_at: float = 0.1, stop_at: float = 0.25
+) -> DriftVerdict:
     """PSI of each profiled column present in ``table`` against its reference profile."""
     psi: dict[str, float] = {}
     for col, ref in reference.items():

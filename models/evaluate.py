@@ -69,8 +69,16 @@ def deciles(y: np.ndarray, p: np.ndarray) -> list[dict[str, float]]:
         if not chunk.size:
             continue
         rate = float(y[chunk].mean())
-        out.append({"decile": i, "rows": int(chunk.size), "conversions": int(y[chunk].sum()), "rate": rate,
-                    "mean_probability": float(p[chunk].mean()), "lift": rate / base if base else float("nan")})
+        out.append(
+            {
+                "decile": i,
+                "rows": int(chunk.size),
+                "conversions": int(y[chunk].sum()),
+                "rate": rate,
+                "mean_probability": float(p[chunk].mean()),
+                "lift": rate / base if base else float("nan"),
+            }
+        )
     return out
 
 
@@ -118,12 +126,24 @@ class Evaluation:
     oracle: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"metrics": self.metrics, "deciles": self.deciles, "segments": self.segments,
-                "segment_gaps": self.segment_gaps, "largest_gap": self.largest_gap, "oracle": self.oracle}
+        return {
+            "metrics": self.metrics,
+            "deciles": self.deciles,
+            "segments": self.segments,
+            "segment_gaps": self.segment_gaps,
+            "largest_gap": self.largest_gap,
+            "oracle": self.oracle,
+        }
 
 
-def segment_metrics(y: np.ndarray, p: np.ndarray, segments: Mapping[str, np.ndarray], *, min_rows: int = 200,
-                    min_positives: int = 10) -> tuple[dict[str, list[dict[str, Any]]], dict[str, float], dict[str, Any]]:
+def segment_metrics(
+    y: np.ndarray,
+    p: np.ndarray,
+    segments: Mapping[str, np.ndarray],
+    *,
+    min_rows: int = 200,
+    min_positives: int = 10,
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, float], dict[str, Any]]:
     """Per-segment figures, each dimension's AUC gap, and the largest gap (flagged)."""
     from sklearn.metrics import roc_auc_score
 
@@ -138,10 +158,16 @@ def segment_metrics(y: np.ndarray, p: np.ndarray, segments: Mapping[str, np.ndar
             mask = values == seg
             ys, ps = y[mask], p[mask]
             enough = mask.sum() >= min_rows and min_positives <= ys.sum() < len(ys)
-            row = {"segment": str(seg), "rows": int(mask.sum()), "positives": int(ys.sum()),
-                   "rate": float(ys.mean()), "mean_probability": float(ps.mean()),
-                   "roc_auc": float(roc_auc_score(ys, ps)) if enough else None,
-                   "precision_top_10pct": precision_at(ys, ps, 0.10), "evaluated": bool(enough)}
+            row = {
+                "segment": str(seg),
+                "rows": int(mask.sum()),
+                "positives": int(ys.sum()),
+                "rate": float(ys.mean()),
+                "mean_probability": float(ps.mean()),
+                "roc_auc": float(roc_auc_score(ys, ps)) if enough else None,
+                "precision_top_10pct": precision_at(ys, ps, 0.10),
+                "evaluated": bool(enough),
+            }
             rows.append(row)
         table[dim] = rows
         aucs = [(r["roc_auc"], r["segment"]) for r in rows if r["roc_auc"] is not None]
@@ -149,25 +175,38 @@ def segment_metrics(y: np.ndarray, p: np.ndarray, segments: Mapping[str, np.ndar
             worst_auc, worst = min(aucs)
             gaps[dim] = overall - worst_auc
             if gaps[dim] > largest["gap"]:
-                largest = {"dimension": dim, "segment": worst, "gap": gaps[dim], "segment_auc": worst_auc,
-                           "overall_auc": overall, "flagged": True}
+                largest = {
+                    "dimension": dim,
+                    "segment": worst,
+                    "gap": gaps[dim],
+                    "segment_auc": worst_auc,
+                    "overall_auc": overall,
+                    "flagged": True,
+                }
     return table, gaps, largest
 
 
-def segment_values(table: pa.Table, dimensions: Mapping[str, str] = SEGMENT_DIMENSIONS) -> dict[str, np.ndarray]:
+def segment_values(
+    table: pa.Table, dimensions: Mapping[str, str] = SEGMENT_DIMENSIONS
+) -> dict[str, np.ndarray]:
     """The segment columns present in ``table`` (missing ones are skipped: flat files)."""
     out = {}
     for dim, column in dimensions.items():
         if column in table.column_names:
-            out[dim] = np.array(table.column(column).cast(pa.string()).fill_null("unknown").to_pylist(), dtype=object)
+            out[dim] = np.array(
+                table.column(column).cast(pa.string()).fill_null("unknown").to_pylist(), dtype=object
+            )
     return out
 
 
-def evaluate(y: np.ndarray, p: np.ndarray, table: pa.Table, *, min_rows: int = 200,
-             min_positives: int = 10) -> Evaluation:
+def evaluate(
+    y: np.ndarray, p: np.ndarray, table: pa.Table, *, min_rows: int = 200, min_positives: int = 10
+) -> Evaluation:
     """Full evaluation of probabilities ``p`` for the rows of ``table`` (labels ``y``)."""
     y = np.asarray(y).astype(int)
-    seg, gaps, largest = segment_metrics(y, p, segment_values(table), min_rows=min_rows, min_positives=min_positives)
+    seg, gaps, largest = segment_metrics(
+        y, p, segment_values(table), min_rows=min_rows, min_positives=min_positives
+    )
     return Evaluation(binary_metrics(y, p), deciles(y, p), seg, gaps, largest)
 
 
@@ -183,8 +222,15 @@ class LeakageFinding:
     excluded: bool
 
 
-def leakage_audit(X: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, *, max_single_auc: float = 0.9,
-                  max_positive_share_when_filled: float = 0.8, allowlist: Sequence[str] = ()) -> list[LeakageFinding]:
+def leakage_audit(
+    X: np.ndarray,
+    y: np.ndarray,
+    encoder: FeatureEncoder,
+    *,
+    max_single_auc: float = 0.9,
+    max_positive_share_when_filled: float = 0.8,
+    allowlist: Sequence[str] = (),
+) -> list[LeakageFinding]:
     """Single-feature AUC and fill-after-conversion check for every feature (see module doc)."""
     y = np.asarray(y).astype(int)
     base = float(y.mean())
@@ -210,12 +256,25 @@ def leakage_audit(X: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, *, max_
         rule = None
         if auc > max_single_auc:
             rule = f"single-feature AUC {auc:.3f} > {max_single_auc}"
-        elif (not np.isnan(pos_when_filled) and filled_share < 0.5 and base < 0.5
-              and pos_when_filled >= max_positive_share_when_filled):
+        elif (
+            not np.isnan(pos_when_filled)
+            and filled_share < 0.5
+            and base < 0.5
+            and pos_when_filled >= max_positive_share_when_filled
+        ):
             rule = f"filled mostly for converters ({pos_when_filled:.0%} of filled rows converted, base {base:.1%})"
         flagged = rule is not None
-        out.append(LeakageFinding(name, auc, filled_share, pos_when_filled, flagged, rule,
-                                  flagged and name not in set(allowlist)))
+        out.append(
+            LeakageFinding(
+                name,
+                auc,
+                filled_share,
+                pos_when_filled,
+                flagged,
+                rule,
+                flagged and name not in set(allowlist),
+            )
+        )
     return out
 
 
@@ -232,5 +291,10 @@ def oracle_comparison(y: np.ndarray, p: np.ndarray, q: np.ndarray) -> dict[str, 
     y = np.asarray(y).astype(int)[keep]
     model_auc = float(roc_auc_score(y, p[keep]))
     oracle_auc = float(roc_auc_score(y, q[keep]))
-    return {"oracle_auc": oracle_auc, "model_auc_on_oracle_rows": model_auc, "oracle_gap": oracle_auc - model_auc,
-            "oracle_rows": float(keep.sum()), "oracle_ece": expected_calibration_error(y, q[keep])}
+    return {
+        "oracle_auc": oracle_auc,
+        "model_auc_on_oracle_rows": model_auc,
+        "oracle_gap": oracle_auc - model_auc,
+        "oracle_rows": float(keep.sum()),
+        "oracle_ece": expected_calibration_error(y, q[keep]),
+    }

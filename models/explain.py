@@ -35,7 +35,9 @@ def gain_importance(bundle: ModelBundle) -> dict[str, float]:
     return out
 
 
-def shap_importance(bundle: ModelBundle, X: np.ndarray, max_rows: int = 20_000, seed: int = 0) -> dict[str, float]:
+def shap_importance(
+    bundle: ModelBundle, X: np.ndarray, max_rows: int = 20_000, seed: int = 0
+) -> dict[str, float]:
     """Mean |contribution| per feature on (a sample of) ``X``."""
     if len(X) > max_rows:
         X = X[np.random.default_rng(seed).choice(len(X), max_rows, replace=False)]
@@ -61,8 +63,14 @@ def phrase(name: str, value: Any) -> str:
         return f"{name.replace('_', ' ')} is {value}"
 
 
-def reasons(bundle: ModelBundle, x: np.ndarray, contributions: np.ndarray | None = None, *, top: int = 3,
-            min_contribution: float = MIN_CONTRIBUTION) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def reasons(
+    bundle: ModelBundle,
+    x: np.ndarray,
+    contributions: np.ndarray | None = None,
+    *,
+    top: int = 3,
+    min_contribution: float = MIN_CONTRIBUTION,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Top positive and negative reasons of ONE encoded row ``x``.
 
     Each reason is ``{"feature", "value", "contribution", "text"}``; ``value`` is decoded

@@ -24,8 +24,11 @@ class ProxModel(mlflow.pyfunc.PythonModel):
         import pandas as pd
         import pyarrow as pa
 
-        table = model_input if isinstance(model_input, pa.Table) else pa.Table.from_pandas(
-            pd.DataFrame(model_input), preserve_index=False)
+        table = (
+            model_input
+            if isinstance(model_input, pa.Table)
+            else pa.Table.from_pandas(pd.DataFrame(model_input), preserve_index=False)
+        )
         X = self.bundle.encoder.transform(table)
         p = self.bundle.predict(X)
         return pd.DataFrame({"probability": p, "score": self.bundle.scores(p), "tier": self.bundle.tiers(p)})

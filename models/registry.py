@@ -74,10 +74,16 @@ def code_version(repo: Path | None = None) -> str:
     """The git commit of the code (with ``-dirty`` when modified), or ``unknown``."""
     repo = repo or Path(__file__).resolve().parents[1]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("PROX_CODE_VERSION", "unknown")
@@ -117,7 +123,9 @@ def append_audit(data_dir: Path, entry: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
-def read_audit(data_dir: Path, model_name: str | None = None, version: str | None = None) -> list[dict[str, Any]]:
+def read_audit(
+    data_dir: Path, model_name: str | None = None, version: str | None = None
+) -> list[dict[str, Any]]:
     path = audit_path(data_dir)
     if not path.is_file():
         return []
@@ -134,16 +142,42 @@ def read_audit(data_dir: Path, model_name: str | None = None, version: str | Non
     return out
 
 
-def record_decision(mlflow_client: Any, data_dir: Path, model_name: str, version: str | None, action: str, *,
-                    rule: str, numbers: Mapping[str, Any], by: str, message: str, run_id: str | None = None
-                    ) -> dict[str, Any]:
+def record_decision(
+    mlflow_client: Any,
+    data_dir: Path,
+    model_name: str,
+    version: str | None,
+    action: str,
+    *,
+    rule: str,
+    numbers: Mapping[str, Any],
+    by: str,
+    message: str,
+    run_id: str | None = None,
+) -> dict[str, Any]:
     """Write a decision to the version's tags and the audit log (both, always)."""
-    record = append_audit(data_dir, {"model": model_name, "version": version, "action": action, "rule": rule,
-                                     "numbers": dict(numbers), "by": by, "message": message, "run_id": run_id})
+    record = append_audit(
+        data_dir,
+        {
+            "model": model_name,
+            "version": version,
+            "action": action,
+            "rule": rule,
+            "numbers": dict(numbers),
+            "by": by,
+            "message": message,
+            "run_id": run_id,
+        },
+    )
     if version is not None:
-        tags = {"prox.decision": action, "prox.decision.rule": rule,
-                "prox.decision.numbers": json.dumps(dict(numbers), sort_keys=True, default=str)[:4900],
-                "prox.decision.by": by, "prox.decision.at": record["at"], "prox.decision.message": message[:4900]}
+        tags = {
+            "prox.decision": action,
+            "prox.decision.rule": rule,
+            "prox.decision.numbers": json.dumps(dict(numbers), sort_keys=True, default=str)[:4900],
+            "prox.decision.by": by,
+            "prox.decision.at": record["at"],
+            "prox.decision.message": message[:4900],
+        }
         for key, value in tags.items():
             mlflow_client.set_model_version_tag(model_name, version, key, value)
     return record
@@ -159,46 +193,90 @@ def alias_version(mlflow_client: Any, model_name: str, alias: str) -> str | None
         return None
 
 
-def set_challenger(mlflow_client: Any, data_dir: Path, model_name: str, version: str, *, by: str,
-                   run_id: str | None, numbers: Mapping[str, Any]) -> None:
+def set_challenger(
+    mlflow_client: Any,
+    data_dir: Path,
+    model_name: str,
+    version: str,
+    *,
+    by: str,
+    run_id: str | None,
+    numbers: Mapping[str, Any],
+) -> None:
     mlflow_client.set_registered_model_alias(model_name, CHALLENGER, version)
-    record_decision(mlflow_client, data_dir, model_name, version, "registered", rule="new version",
-                    numbers=numbers, by=by, message=f"version {version} registered as @{CHALLENGER}", run_id=run_id)
+    record_decision(
+        mlflow_client,
+        data_dir,
+        model_name,
+        version,
+        "registered",
+        rule="new version",
+        numbers=numbers,
+        by=by,
+        message=f"version {version} registered as @{CHALLENGER}",
+        run_id=run_id,
+    )
 
 
-def decide(challenger: Mapping[str, float], champion: Mapping[str, float] | None, config: GateConfig
-           ) -> GateDecision:
+def decide(
+    challenger: Mapping[str, float], champion: Mapping[str, float] | None, config: GateConfig
+) -> GateDecision:
     """The gate's rules on the challenger's and the champion's figures on the same holdout."""
     numbers: dict[str, Any] = {
-        "challenger_auc": challenger.get("roc_auc"), "challenger_ece": challenger.get("ece"),
+        "challenger_auc": challenger.get("roc_auc"),
+        "challenger_ece": challenger.get("ece"),
         "challenger_segment_gap": challenger.get("largest_segment_gap", 0.0),
         "champion_auc": champion.get("roc_auc") if champion else None,
         "champion_ece": champion.get("ece") if champion else None,
-        "margin": config.margin, "max_ece": config.max_ece, "max_segment_gap": config.max_segment_gap,
+        "margin": config.margin,
+        "max_ece": config.max_ece,
+        "max_segment_gap": config.max_segment_gap,
     }
     ece = float(challenger.get("ece", 1.0))
     if not ece <= config.max_ece:
-        return GateDecision(False, "calibration", numbers,
-                            f"refused: ECE {ece:.4f} exceeds the limit {config.max_ece}")
+        return GateDecision(
+            False, "calibration", numbers, f"refused: ECE {ece:.4f} exceeds the limit {config.max_ece}"
+        )
     gap = float(challenger.get("largest_segment_gap", 0.0))
     if not gap <= config.max_segment_gap:
-        return GateDecision(False, "segment_gap", numbers,
-                            f"refused: largest segment AUC gap {gap:.4f} exceeds the limit {config.max_segment_gap}")
+        return GateDecision(
+            False,
+            "segment_gap",
+            numbers,
+            f"refused: largest segment AUC gap {gap:.4f} exceeds the limit {config.max_segment_gap}",
+        )
     if champion is None:
         return GateDecision(True, "no_champion", numbers, "promoted: there is no champion yet")
     delta = float(challenger["roc_auc"]) - float(champion["roc_auc"])
     numbers["auc_delta"] = delta
     if delta >= config.margin:
-        return GateDecision(True, "margin", numbers,
-                            f"promoted: ROC AUC {challenger['roc_auc']:.4f} beats the champion's "
-                            f"{champion['roc_auc']:.4f} by {delta:+.4f} >= {config.margin}")
-    return GateDecision(False, "margin", numbers,
-                        f"refused: ROC AUC {challenger['roc_auc']:.4f} vs the champion's {champion['roc_auc']:.4f} "
-                        f"({delta:+.4f}) does not beat it by the margin {config.margin}")
+        return GateDecision(
+            True,
+            "margin",
+            numbers,
+            f"promoted: ROC AUC {challenger['roc_auc']:.4f} beats the champion's "
+            f"{champion['roc_auc']:.4f} by {delta:+.4f} >= {config.margin}",
+        )
+    return GateDecision(
+        False,
+        "margin",
+        numbers,
+        f"refused: ROC AUC {challenger['roc_auc']:.4f} vs the champion's {champion['roc_auc']:.4f} "
+        f"({delta:+.4f}) does not beat it by the margin {config.margin}",
+    )
 
 
-def apply_decision(mlflow_client: Any, data_dir: Path, model_name: str, version: str, decision: GateDecision, *,
-                   by: str, run_id: str | None, champion_version: str | None) -> dict[str, Any]:
+def apply_decision(
+    mlflow_client: Any,
+    data_dir: Path,
+    model_name: str,
+    version: str,
+    decision: GateDecision,
+    *,
+    by: str,
+    run_id: str | None,
+    champion_version: str | None,
+) -> dict[str, Any]:
     """Move the aliases as decided and record the decision."""
     numbers = {**decision.numbers, "champion_version": champion_version}
     if decision.promoted:
@@ -208,31 +286,59 @@ def apply_decision(mlflow_client: Any, data_dir: Path, model_name: str, version:
         action = "promoted"
     else:
         action = "refused"
-    return record_decision(mlflow_client, data_dir, model_name, version, action, rule=decision.rule,
-                           numbers=numbers, by=by, message=decision.message, run_id=run_id)
+    return record_decision(
+        mlflow_client,
+        data_dir,
+        model_name,
+        version,
+        action,
+        rule=decision.rule,
+        numbers=numbers,
+        by=by,
+        message=decision.message,
+        run_id=run_id,
+    )
 
 
-def force_promote(mlflow_client: Any, data_dir: Path, model_name: str, version: str, *, reason: str, by: str
-                  ) -> dict[str, Any]:
+def force_promote(
+    mlflow_client: Any, data_dir: Path, model_name: str, version: str, *, reason: str, by: str
+) -> dict[str, Any]:
     """Make ``version`` the champion without the gate (an operator's decision, with a reason)."""
     if not reason.strip():
         raise RegistryError(f"{model_name} v{version}: a forced promotion needs a reason")
     previous = alias_version(mlflow_client, model_name, CHAMPION)
     mlflow_client.get_model_version(model_name, version)  # raises when it does not exist
     mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
-    return record_decision(mlflow_client, data_dir, model_name, version, "promoted", rule="forced",
-                           numbers={"previous_champion": previous}, by=by, message=f"forced: {reason}")
+    return record_decision(
+        mlflow_client,
+        data_dir,
+        model_name,
+        version,
+        "promoted",
+        rule="forced",
+        numbers={"previous_champion": previous},
+        by=by,
+        message=f"forced: {reason}",
+    )
 
 
-def rollback(mlflow_client: Any, data_dir: Path, model_name: str, *, reason: str, by: str,
-             to_version: str | None = None) -> dict[str, Any]:
+def rollback(
+    mlflow_client: Any,
+    data_dir: Path,
+    model_name: str,
+    *,
+    reason: str,
+    by: str,
+    to_version: str | None = None,
+) -> dict[str, Any]:
     """Point @champion back at the previous champion (or ``to_version``), recording why."""
     if not reason.strip():
         raise RegistryError(f"{model_name}: a rollback needs a reason")
     current = alias_version(mlflow_client, model_name, CHAMPION)
     if to_version is None:
-        history = [r for r in read_audit(data_dir, model_name)
-                   if r["action"] in ("promoted", "rolled_back_to")]
+        history = [
+            r for r in read_audit(data_dir, model_name) if r["action"] in ("promoted", "rolled_back_to")
+        ]
         earlier = [str(r["version"]) for r in history if str(r["version"]) != current]
         if not earlier:
             raise RegistryError(f"{model_name}: no earlier champion to roll back to (current: {current})")
@@ -240,10 +346,28 @@ def rollback(mlflow_client: Any, data_dir: Path, model_name: str, *, reason: str
     mlflow_client.get_model_version(model_name, to_version)
     mlflow_client.set_registered_model_alias(model_name, CHAMPION, to_version)
     if current is not None:
-        record_decision(mlflow_client, data_dir, model_name, current, "rolled_back", rule="rollback",
-                        numbers={"replaced_by": to_version}, by=by, message=f"rolled back: {reason}")
-    return record_decision(mlflow_client, data_dir, model_name, to_version, "rolled_back_to", rule="rollback",
-                           numbers={"replaced": current}, by=by, message=f"champion again after rollback: {reason}")
+        record_decision(
+            mlflow_client,
+            data_dir,
+            model_name,
+            current,
+            "rolled_back",
+            rule="rollback",
+            numbers={"replaced_by": to_version},
+            by=by,
+            message=f"rolled back: {reason}",
+        )
+    return record_decision(
+        mlflow_client,
+        data_dir,
+        model_name,
+        to_version,
+        "rolled_back_to",
+        rule="rollback",
+        numbers={"replaced": current},
+        by=by,
+        message=f"champion again after rollback: {reason}",
+    )
 
 
 # ---- the audit view ------------------------------------------------------------------------------------
@@ -258,7 +382,7 @@ def audit_report(mlflow_client: Any, data_dir: Path, model_name: str, version: s
     run = mlflow_client.get_run(mv.run_id)
     tags = run.data.tags
     inputs = []
-    for ds_input in (run.inputs.dataset_inputs or []):
+    for ds_input in run.inputs.dataset_inputs or []:
         ds = ds_input.dataset
         context = next((t.value for t in ds_input.tags if t.key == "mlflow.data.context"), None)
         inputs.append({"name": ds.name, "digest": ds.digest, "source": ds.source, "context": context})
@@ -268,15 +392,22 @@ def audit_report(mlflow_client: Any, data_dir: Path, model_name: str, version: s
         "model": model_name,
         "version": str(version),
         "run_id": mv.run_id,
-        "registered_at": dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).isoformat(timespec="seconds"),
+        "registered_at": dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).isoformat(
+            timespec="seconds"
+        ),
         "aliases": aliases,
         "code_version": tags.get("prox.code_version"),
         "data_source": tags.get("prox.source"),
         "airflow": {k.removeprefix("airflow."): v for k, v in tags.items() if k.startswith("airflow.")},
         "datasets": inputs,
-        "validation": {**{k.removeprefix("validation."): v for k, v in tags.items() if k.startswith("validation.")},
-                       **{k.removeprefix("validation."): int(v) for k, v in run.data.metrics.items()
-                          if k.startswith("validation.")}},
+        "validation": {
+            **{k.removeprefix("validation."): v for k, v in tags.items() if k.startswith("validation.")},
+            **{
+                k.removeprefix("validation."): int(v)
+                for k, v in run.data.metrics.items()
+                if k.startswith("validation.")
+            },
+        },
         "training_set_digest": tags.get("prox.training_set_digest"),
         "metrics": {k: v for k, v in sorted(run.data.metrics.items()) if k.startswith("test.")},
         "winner": tags.get("prox.winner"),
@@ -287,9 +418,11 @@ def audit_report(mlflow_client: Any, data_dir: Path, model_name: str, version: s
 
 def format_audit(report: Mapping[str, Any]) -> str:
     """The audit report as text for the terminal."""
-    lines = [f"{report['model']} version {report['version']}  (aliases: {', '.join(report['aliases']) or 'none'})",
-             f"  run {report['run_id']}  registered {report['registered_at']}",
-             f"  code {report['code_version']}  source {report['data_source']}  model kind {report['winner']}"]
+    lines = [
+        f"{report['model']} version {report['version']}  (aliases: {', '.join(report['aliases']) or 'none'})",
+        f"  run {report['run_id']}  registered {report['registered_at']}",
+        f"  code {report['code_version']}  source {report['data_source']}  model kind {report['winner']}",
+    ]
     if report["airflow"]:
         lines.append("  airflow " + ", ".join(f"{k}={v}" for k, v in sorted(report["airflow"].items())))
     lines.append(f"data lineage (training set sha256 {report.get('training_set_digest')}):")

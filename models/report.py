@@ -22,8 +22,15 @@ def _pyplot() -> Any:
     return plt
 
 
-def write_plots(y: np.ndarray, p: np.ndarray, importance: Mapping[str, float], out_dir: Path,
-                *, oracle_p: np.ndarray | None = None, top_features: int = 20) -> dict[str, Path]:
+def write_plots(
+    y: np.ndarray,
+    p: np.ndarray,
+    importance: Mapping[str, float],
+    out_dir: Path,
+    *,
+    oracle_p: np.ndarray | None = None,
+    top_features: int = 20,
+) -> dict[str, Path]:
     """ROC, PR, calibration (reliability), lift by decile and importance PNGs in ``out_dir``."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
@@ -59,7 +66,9 @@ def write_plots(y: np.ndarray, p: np.ndarray, importance: Mapping[str, float], o
     ax.plot([float(p[b].mean()) for b in bins], [float(y[b].mean()) for b in bins], "o-", label="model")
     top = max(float(p.max()), float(y.mean())) if len(p) else 1.0
     ax.plot([0, top], [0, top], ":", color="grey", label="perfect")
-    ax.set(xlabel="mean predicted probability", ylabel="observed conversion rate", title="Calibration (deciles)")
+    ax.set(
+        xlabel="mean predicted probability", ylabel="observed conversion rate", title="Calibration (deciles)"
+    )
     ax.legend()
     files["calibration"] = _save(fig, out_dir / "calibration.png", plt)
 
@@ -91,11 +100,25 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def model_card(*, model_name: str, kind: str, run_id: str, split: Mapping[str, Any], metrics: Mapping[str, float],
-               baseline_metrics: Mapping[str, float] | None, segment_gaps: Mapping[str, float],
-               largest_gap: Mapping[str, Any], leakage: list[Mapping[str, Any]], tiers: Mapping[str, Any],
-               oracle: Mapping[str, float], horizon_days: int | None, source: str, code_version: str,
-               importance: Mapping[str, float], flat_file: bool) -> str:
+def model_card(
+    *,
+    model_name: str,
+    kind: str,
+    run_id: str,
+    split: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    baseline_metrics: Mapping[str, float] | None,
+    segment_gaps: Mapping[str, float],
+    largest_gap: Mapping[str, Any],
+    leakage: list[Mapping[str, Any]],
+    tiers: Mapping[str, Any],
+    oracle: Mapping[str, float],
+    horizon_days: int | None,
+    source: str,
+    code_version: str,
+    importance: Mapping[str, float],
+    flat_file: bool,
+) -> str:
     """The model card: what it is for, on what data, how good, where it is weaker, its limits."""
     lines = [
         f"# Model card: {model_name} ({kind})",
@@ -106,42 +129,84 @@ def model_card(*, model_name: str, kind: str, run_id: str, split: Mapping[str, A
         "",
     ]
     if flat_file:
-        lines += ["A model of the label column of a flat file, for exploration. The file has no time column,",
-                  "so the split is random and the figures are optimistic if the data drifts over time.", ""]
+        lines += [
+            "A model of the label column of a flat file, for exploration. The file has no time column,",
+            "so the split is random and the figures are optimistic if the data drifts over time.",
+            "",
+        ]
     else:
-        lines += [f"Ranks open leads by their chance of converting within {horizon_days} days, for sales",
-                  "prioritisation (score 1-99, tier A-D, reasons pushed to the CRM). Not for decisions about",
-                  "individuals beyond who to call first; never for credit, employment or pricing.", ""]
-    lines += ["## Data window", "", f"Split: {split.get('kind')}.", "", "| part | rows | conversions | window |",
-              "|---|---:|---:|---|"]
+        lines += [
+            f"Ranks open leads by their chance of converting within {horizon_days} days, for sales",
+            "prioritisation (score 1-99, tier A-D, reasons pushed to the CRM). Not for decisions about",
+            "individuals beyond who to call first; never for credit, employment or pricing.",
+            "",
+        ]
+    lines += [
+        "## Data window",
+        "",
+        f"Split: {split.get('kind')}.",
+        "",
+        "| part | rows | conversions | window |",
+        "|---|---:|---:|---|",
+    ]
     for part in ("train", "valid", "calib", "test"):
         d = split.get(part) or {}
         window = d.get("window")
         if isinstance(window, list):
             window = f"{window[0]} .. {window[-1]} ({len(window)} snapshots)" if window else ""
         lines.append(f"| {part} | {d.get('rows')} | {d.get('positives')} | {window} |")
-    lines += ["", "## Metrics on the test holdout (newest data)", "", "| metric | model | logistic baseline |",
-              "|---|---:|---:|"]
-    for key in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "precision_top_5pct", "precision_top_10pct",
-                "precision_top_20pct", "lift_top_decile", "base_rate"):
+    lines += [
+        "",
+        "## Metrics on the test holdout (newest data)",
+        "",
+        "| metric | model | logistic baseline |",
+        "|---|---:|---:|",
+    ]
+    for key in (
+        "roc_auc",
+        "pr_auc",
+        "log_loss",
+        "brier",
+        "ece",
+        "precision_top_5pct",
+        "precision_top_10pct",
+        "precision_top_20pct",
+        "lift_top_decile",
+        "base_rate",
+    ):
         base = baseline_metrics.get(key, float("nan")) if baseline_metrics else float("nan")
         lines.append(f"| {key} | {_fmt(metrics.get(key, float('nan')))} | {_fmt(base)} |")
     if oracle:
-        lines += ["", f"Oracle (simulated ground truth) ROC AUC on the same rows: {oracle['oracle_auc']:.4f}; "
-                      f"model {oracle['model_auc_on_oracle_rows']:.4f}; gap {oracle['oracle_gap']:.4f}."]
-    lines += ["", "## Segments", "", "Gap = overall ROC AUC minus the worst segment's (segments with enough rows).", "",
-              "| dimension | gap |", "|---|---:|"]
+        lines += [
+            "",
+            f"Oracle (simulated ground truth) ROC AUC on the same rows: {oracle['oracle_auc']:.4f}; "
+            f"model {oracle['model_auc_on_oracle_rows']:.4f}; gap {oracle['oracle_gap']:.4f}.",
+        ]
+    lines += [
+        "",
+        "## Segments",
+        "",
+        "Gap = overall ROC AUC minus the worst segment's (segments with enough rows).",
+        "",
+        "| dimension | gap |",
+        "|---|---:|",
+    ]
     for dim, gap in segment_gaps.items():
         lines.append(f"| {dim} | {gap:.4f} |")
     if largest_gap.get("flagged"):
-        lines += ["", f"**Largest gap**: {largest_gap['dimension']} = {largest_gap['segment']}: segment AUC "
-                      f"{largest_gap['segment_auc']:.4f} vs overall {largest_gap['overall_auc']:.4f} "
-                      f"(gap {largest_gap['gap']:.4f})."]
+        lines += [
+            "",
+            f"**Largest gap**: {largest_gap['dimension']} = {largest_gap['segment']}: segment AUC "
+            f"{largest_gap['segment_auc']:.4f} vs overall {largest_gap['overall_auc']:.4f} "
+            f"(gap {largest_gap['gap']:.4f}).",
+        ]
     lines += ["", "## Tiers", ""]
     for tier, info in tiers.items():
-        lines.append(f"- {tier}: probability >= {info['min_probability']:.4f} ({info['target_lift']:g}x the base "
-                     f"rate): {info['holdout_share']:.1%} of the holdout, of whom {info['expected_precision']:.1%} "
-                     f"converted ({info['realised_lift']:.1f}x)")
+        lines.append(
+            f"- {tier}: probability >= {info['min_probability']:.4f} ({info['target_lift']:g}x the base "
+            f"rate): {info['holdout_share']:.1%} of the holdout, of whom {info['expected_precision']:.1%} "
+            f"converted ({info['realised_lift']:.1f}x)"
+        )
     if not tiers:
         lines.append("- no lead reached even the average chance on the holdout; every lead is D")
     lines += ["", "## Most important features (mean |SHAP|)", ""]
@@ -151,14 +216,20 @@ def model_card(*, model_name: str, kind: str, run_id: str, split: Mapping[str, A
     lines += ["", "## Leakage audit", ""]
     if flagged:
         for f in flagged:
-            lines.append(f"- `{f['feature']}`: {f['rule']} -> {'excluded' if f['excluded'] else 'kept (allowlisted)'}")
+            lines.append(
+                f"- `{f['feature']}`: {f['rule']} -> {'excluded' if f['excluded'] else 'kept (allowlisted)'}"
+            )
     else:
         lines.append("No feature flagged (single-feature AUC and fill-after-conversion checks).")
-    lines += ["", "## Limitations", "",
-              "- Trained on the leads the CRM recorded; leads never entered, or whose engagement is not tracked,",
-              "  are invisible to it. Profile fields are taken as extracted (the CRMs keep no history of them).",
-              "- Probabilities are calibrated on a slice older than the holdout; a shift in lead mix after that",
-              "  slice degrades calibration first (the gate checks ECE on the newest data).",
-              "- Segments with few conversions are not evaluated separately and may be served worse.",
-              "- Reasons are the model's contributions phrased in words: they explain the score, not causation."]
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- Trained on the leads the CRM recorded; leads never entered, or whose engagement is not tracked,",
+        "  are invisible to it. Profile fields are taken as extracted (the CRMs keep no history of them).",
+        "- Probabilities are calibrated on a slice older than the holdout; a shift in lead mix after that",
+        "  slice degrades calibration first (the gate checks ECE on the newest data).",
+        "- Segments with few conversions are not evaluated separately and may be served worse.",
+        "- Reasons are the model's contributions phrased in words: they explain the score, not causation.",
+    ]
     return "\n".join(lines) + "\n"

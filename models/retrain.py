@@ -116,7 +116,9 @@ def _world_inputs(settings: Settings, directory: Path) -> Inputs:
     from sandbox.world import WORLD_FILES, WorldSpec, world_exists
 
     if not world_exists(directory):
-        raise RetrainError(f"no simulated world at {directory}; run `prox world` or the prox_world_refresh DAG")
+        raise RetrainError(
+            f"no simulated world at {directory}; run `prox world` or the prox_world_refresh DAG"
+        )
     meta = json.loads((directory / "spec.json").read_text())
     spec = WorldSpec.from_json(meta["spec"])
     raw = pq.read_table(directory / WORLD_FILES["raw_leads"])
@@ -128,7 +130,9 @@ def _world_inputs(settings: Settings, directory: Path) -> Inputs:
     for name, table in (("raw_leads", raw), ("activities", activities), ("status_history", history)):
         path = directory / WORLD_FILES[name]
         sources[name] = {"path": str(path), "digest": digest_file(path), "rows": table.num_rows}
-    return Inputs(leads, activities, history, end - dt.timedelta(days=spec.days), end, sources, str(directory))
+    return Inputs(
+        leads, activities, history, end - dt.timedelta(days=spec.days), end, sources, str(directory)
+    )
 
 
 def _lake_inputs(lake: Lake) -> Inputs:
@@ -139,13 +143,18 @@ def _lake_inputs(lake: Lake) -> Inputs:
     for key, table_name in CLEAN_TABLES.items():
         parts = lake.partitions("clean", table_name)
         if not parts:
-            raise RetrainError(f"no clean {table_name!r} in the lake at {lake.root / 'clean' / table_name}; "
-                               f"run the extract DAGs first")
+            raise RetrainError(
+                f"no clean {table_name!r} in the lake at {lake.root / 'clean' / table_name}; "
+                f"run the extract DAGs first"
+            )
         manifests = [lake.manifest(p) for p in parts]
         tables[key] = pa.concat_tables([lake.read(p) for p in parts], promote_options="default")
-        sources[table_name] = {"path": str(lake.root / "clean" / table_name), "rows": tables[key].num_rows,
-                               "digest": _combine([m["sha256"] for m in manifests]),
-                               "partitions": len(parts)}
+        sources[table_name] = {
+            "path": str(lake.root / "clean" / table_name),
+            "rows": tables[key].num_rows,
+            "digest": _combine([m["sha256"] for m in manifests]),
+            "partitions": len(parts),
+        }
         newest = max([newest or parts[0].run_date, *(p.run_date for p in parts)])
     leads = tables["leads"]
     if leads.num_rows:  # latest state per lead: the last partition's row wins
@@ -165,8 +174,9 @@ def _combine(digests: Sequence[str]) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
-def snapshot_plan(start: dt.datetime, observed_until: dt.datetime, *, horizon_days: int, every_days: int,
-                  lookback_days: int) -> list[dt.datetime]:
+def snapshot_plan(
+    start: dt.datetime, observed_until: dt.datetime, *, horizon_days: int, every_days: int, lookback_days: int
+) -> list[dt.datetime]:
     """Snapshot times, newest exactly one horizon before the end of the data, going back."""
     last = observed_until - dt.timedelta(days=horizon_days)
     first = max(start + dt.timedelta(days=30), last - dt.timedelta(days=lookback_days))
@@ -178,8 +188,9 @@ def snapshot_plan(start: dt.datetime, observed_until: dt.datetime, *, horizon_da
 
 
 # ---- 1. training set ------------------------------------------------------------------------------
-def build_training_set(settings: Settings, run_date: dt.date, *, source: str = "auto",
-                       options: RunOptions | None = None) -> dict[str, Any]:
+def build_training_set(
+    settings: Settings, run_date: dt.date, *, source: str = "auto", options: RunOptions | None = None
+) -> dict[str, Any]:
     """Stack point-in-time snapshots with labels into ``features/training_set`` of ``run_date``."""
     from features.labels import build_training_set as stack
 
@@ -187,13 +198,26 @@ def build_training_set(settings: Settings, run_date: dt.date, *, source: str = "
     horizon = options.horizon_days or settings.label_horizon_days
     inputs = load_inputs(settings, source)
     until = min(inputs.observed_until, _midnight(run_date) + dt.timedelta(days=1))
-    snaps = snapshot_plan(inputs.start, until, horizon_days=horizon, every_days=options.every_days,
-                          lookback_days=options.lookback_days)
+    snaps = snapshot_plan(
+        inputs.start,
+        until,
+        horizon_days=horizon,
+        every_days=options.every_days,
+        lookback_days=options.lookback_days,
+    )
     if len(snaps) < 4:
-        raise RetrainError(f"only {len(snaps)} snapshots fit between {inputs.start.date()} and {until.date()} with a "
-                           f"{horizon}-day horizon every {options.every_days} days; need 4 (train, valid, calib, test)")
-    table, reports = stack(inputs.leads, inputs.activities, inputs.status_history, snaps, horizon_days=horizon,
-                           observed_until=until)
+        raise RetrainError(
+            f"only {len(snaps)} snapshots fit between {inputs.start.date()} and {until.date()} with a "
+            f"{horizon}-day horizon every {options.every_days} days; need 4 (train, valid, calib, test)"
+        )
+    table, reports = stack(
+        inputs.leads,
+        inputs.activities,
+        inputs.status_history,
+        snaps,
+        horizon_days=horizon,
+        observed_until=until,
+    )
     name = "world" if inputs.world_dir else "lake"
     lake = Lake(settings.lake_dir)
     part = Partition("features", TRAINING_TABLE, name, run_date)
@@ -201,15 +225,30 @@ def build_training_set(settings: Settings, run_date: dt.date, *, source: str = "
     manifest = lake.manifest(part)
     quality = {}
     for r in reports:
-        quality[r.as_of] = {"leads_known": r.leads_known, "events_used": r.events_used,
-                            "dirty_events": r.dirty_events}
-    return {"path": str(path), "digest": manifest["sha256"], "rows": table.num_rows, "source": name,
-            "run_date": run_date.isoformat(), "snapshots": [s.isoformat() for s in snaps], "horizon_days": horizon,
-            "observed_until": until.isoformat(), "sources": inputs.sources, "world_dir": inputs.world_dir,
-            "split": "time", "quality": quality}
+        quality[r.as_of] = {
+            "leads_known": r.leads_known,
+            "events_used": r.events_used,
+            "dirty_events": r.dirty_events,
+        }
+    return {
+        "path": str(path),
+        "digest": manifest["sha256"],
+        "rows": table.num_rows,
+        "source": name,
+        "run_date": run_date.isoformat(),
+        "snapshots": [s.isoformat() for s in snaps],
+        "horizon_days": horizon,
+        "observed_until": until.isoformat(),
+        "sources": inputs.sources,
+        "world_dir": inputs.world_dir,
+        "split": "time",
+        "quality": quality,
+    }
 
 
-def flat_training_set(settings: Settings, csv: Path | str, label: str, drop: Sequence[str] = ()) -> dict[str, Any]:
+def flat_training_set(
+    settings: Settings, csv: Path | str, label: str, drop: Sequence[str] = ()
+) -> dict[str, Any]:
     """A flat file as a training set (stratified split later); written to the lake like the rest."""
     from models.dataset import read_flat_file
 
@@ -219,11 +258,22 @@ def flat_training_set(settings: Settings, csv: Path | str, label: str, drop: Seq
     lake = Lake(settings.lake_dir)
     part = Partition("features", TRAINING_TABLE, f"file-{stem}", dt.date(1970, 1, 1))
     path = lake.write(table, part, table_name="")
-    return {"path": str(path), "digest": lake.manifest(part)["sha256"], "rows": table.num_rows,
-            "source": f"file:{csv.name}", "run_date": None, "snapshots": [], "horizon_days": None,
-            "observed_until": None, "sources": {csv.name: {"path": str(csv), "digest": digest_file(csv),
-                                                           "rows": table.num_rows}},
-            "world_dir": None, "split": "stratified", "label": label, "dropped": list(drop), "flat_name": stem}
+    return {
+        "path": str(path),
+        "digest": lake.manifest(part)["sha256"],
+        "rows": table.num_rows,
+        "source": f"file:{csv.name}",
+        "run_date": None,
+        "snapshots": [],
+        "horizon_days": None,
+        "observed_until": None,
+        "sources": {csv.name: {"path": str(csv), "digest": digest_file(csv), "rows": table.num_rows}},
+        "world_dir": None,
+        "split": "stratified",
+        "label": label,
+        "dropped": list(drop),
+        "flat_name": stem,
+    }
 
 
 def read_training_set(info: Mapping[str, Any]) -> pa.Table:
@@ -245,21 +295,32 @@ def make_split(info: Mapping[str, Any], table: pa.Table, options: RunOptions, se
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TimeUnknownWarning)
             return stratified_split(table, seed=seed)
-    return time_split(table, embargo_days=options.embargo_days, horizon_days=float(info.get("horizon_days") or 0))
+    return time_split(
+        table, embargo_days=options.embargo_days, horizon_days=float(info.get("horizon_days") or 0)
+    )
 
 
 # ---- 2. validation ------------------------------------------------------------------------------
 def validate_training_set(settings: Settings, info: Mapping[str, Any], *, run_id: str) -> dict[str, Any]:
     """The GX ``features`` suite on the training set; raises RetrainError on a critical failure."""
     if info.get("split") == "stratified":
-        return {"dataset": "flat_file", "decision": "not_applicable",
-                "messages": ["no Great Expectations suite applies to an arbitrary flat file"]}
+        return {
+            "dataset": "flat_file",
+            "decision": "not_applicable",
+            "messages": ["no Great Expectations suite applies to an arbitrary flat file"],
+        }
     from expectations.runner import report_dir, validate
 
     table = read_training_set(info)
     reference = dt.datetime.fromisoformat(info["observed_until"])
-    outcome = validate("features", table.drop_columns([LABEL]), run_id=run_id, settings=settings,
-                       reference_time=reference, write=False)
+    outcome = validate(
+        "features",
+        table.drop_columns([LABEL]),
+        run_id=run_id,
+        settings=settings,
+        reference_time=reference,
+        write=False,
+    )
     directory = report_dir(settings, run_id)
     directory.mkdir(parents=True, exist_ok=True)
     report = directory / "features.json"
@@ -267,8 +328,13 @@ def validate_training_set(settings: Settings, info: Mapping[str, Any], *, run_id
     report.write_text(json.dumps(outcome.to_json(), indent=2, sort_keys=True, default=str))
     docs.write_text(outcome.docs_html)
     checks = [c for c in outcome.checks if not c.skipped]
-    summary = {**outcome.summary(), "report_path": str(report), "docs_path": str(docs),
-               "checks_passed": sum(c.success for c in checks), "checks_failed": sum(not c.success for c in checks)}
+    summary = {
+        **outcome.summary(),
+        "report_path": str(report),
+        "docs_path": str(docs),
+        "checks_passed": sum(c.success for c in checks),
+        "checks_failed": sum(not c.success for c in checks),
+    }
     summary.pop("stats", None)
     if outcome.failed:
         raise RetrainError("training set failed validation: " + "; ".join(outcome.messages[:5]))
@@ -311,9 +377,16 @@ def _log_lineage(info: Mapping[str, Any]) -> None:
     for name, src in info["sources"].items():
         ds = MetaDataset(resolve_dataset_source(src["path"]), name=name, digest=src["digest"][:36])
         mlflow.log_input(ds, context="source")
-    mlflow.log_dict({"training_set": {k: info[k] for k in ("path", "digest", "rows", "snapshots", "horizon_days",
-                                                            "observed_until", "source")},
-                     "sources": info["sources"]}, "lineage/lineage.json")
+    mlflow.log_dict(
+        {
+            "training_set": {
+                k: info[k]
+                for k in ("path", "digest", "rows", "snapshots", "horizon_days", "observed_until", "source")
+            },
+            "sources": info["sources"],
+        },
+        "lineage/lineage.json",
+    )
 
 
 def _log_validation(validation: Mapping[str, Any]) -> None:
@@ -338,9 +411,15 @@ def _bundle_root(settings: Settings, run_id: str) -> Path:
     return settings.data_dir / "models" / "runs" / run_id
 
 
-def train(settings: Settings, info: Mapping[str, Any], validation: Mapping[str, Any], *,
-          config: TrainConfig | None = None, options: RunOptions | None = None,
-          airflow: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def train(
+    settings: Settings,
+    info: Mapping[str, Any],
+    validation: Mapping[str, Any],
+    *,
+    config: TrainConfig | None = None,
+    options: RunOptions | None = None,
+    airflow: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Open the MLflow run, log lineage and evidence, train (or fall back to cold start)."""
     import mlflow
 
@@ -356,31 +435,55 @@ def train(settings: Settings, info: Mapping[str, Any], validation: Mapping[str, 
     with _start_run(settings, info) as run:
         run_id = run.info.run_id
         version = code_version()
-        tags = {"prox.source": info["source"], "prox.code_version": version, "prox.model_name": model_name,
-                "prox.training_set_path": info["path"], "prox.training_set_digest": info["digest"],
-                "prox.split": info["split"], "prox.horizon_days": str(info.get("horizon_days"))}
+        tags = {
+            "prox.source": info["source"],
+            "prox.code_version": version,
+            "prox.model_name": model_name,
+            "prox.training_set_path": info["path"],
+            "prox.training_set_digest": info["digest"],
+            "prox.split": info["split"],
+            "prox.horizon_days": str(info.get("horizon_days")),
+        }
         if version != "unknown":
             tags["mlflow.source.git.commit"] = version.removesuffix("-dirty")
         for key, value in (airflow or {}).items():
             tags[f"airflow.{key}"] = str(value)
         mlflow.set_tags(tags)
-        mlflow.log_params({**config.to_params(), **options.to_params(), "data.rows": info["rows"],
-                           "data.snapshots": len(info.get("snapshots") or [])})
+        mlflow.log_params(
+            {
+                **config.to_params(),
+                **options.to_params(),
+                "data.rows": info["rows"],
+                "data.snapshots": len(info.get("snapshots") or []),
+            }
+        )
         _log_lineage(info)
         _log_validation(validation)
         if info["split"] == "time":
             mlflow.log_text(feature_spec.to_markdown(), "feature_spec/feature_spec.md")
             mlflow.log_text(feature_spec.to_json(), "feature_spec/feature_spec.json")
 
-        decision = coldstart.decide(table, min_leads=options.min_leads, min_conversions=options.min_conversions)
+        decision = coldstart.decide(
+            table, min_leads=options.min_leads, min_conversions=options.min_conversions
+        )
         mlflow.log_dict(decision.to_json(), "coldstart/decision.json")
         mlflow.log_metrics({"data.leads": decision.leads, "data.converting_leads": decision.conversions})
         if decision.cold_start:
             mlflow.set_tag("prox.cold_start", "true")
             mlflow.log_text(coldstart.__doc__ or "", "coldstart/rules.md")
-            append_audit(settings.data_dir, {"model": model_name, "version": None, "action": "cold_start",
-                                             "rule": "min_history", "numbers": decision.to_json(),
-                                             "by": actor(airflow), "message": decision.reason, "run_id": run_id})
+            append_audit(
+                settings.data_dir,
+                {
+                    "model": model_name,
+                    "version": None,
+                    "action": "cold_start",
+                    "rule": "min_history",
+                    "numbers": decision.to_json(),
+                    "by": actor(airflow),
+                    "message": decision.reason,
+                    "run_id": run_id,
+                },
+            )
             log.warning(decision.reason)
             return {"run_id": run_id, "cold_start": True, "reason": decision.reason, "model_name": model_name}
         mlflow.set_tag("prox.cold_start", "false")
@@ -390,32 +493,56 @@ def train(settings: Settings, info: Mapping[str, Any], validation: Mapping[str, 
             encoder = FeatureEncoder.from_spec(exclude=options.exclude_features)
         else:
             encoder = FeatureEncoder.infer(table, exclude=options.exclude_features)
-        findings = leakage_audit(encoder.transform(split.train), labels(split.train), encoder,
-                                 max_single_auc=options.max_single_auc, allowlist=options.leakage_allowlist)
+        findings = leakage_audit(
+            encoder.transform(split.train),
+            labels(split.train),
+            encoder,
+            max_single_auc=options.max_single_auc,
+            allowlist=options.leakage_allowlist,
+        )
         excluded = [f.feature for f in findings if f.excluded]
-        mlflow.log_dict({"findings": [asdict(f) for f in findings], "excluded": excluded}, "leakage/audit.json")
+        mlflow.log_dict(
+            {"findings": [asdict(f) for f in findings], "excluded": excluded}, "leakage/audit.json"
+        )
         mlflow.log_metric("leakage.flagged", float(sum(f.flagged for f in findings)))
         if excluded:
             log.warning("leakage audit excluded %s", ", ".join(excluded))
-            encoder = FeatureEncoder(tuple(f for f in encoder.features if f not in excluded),
-                                     {k: v for k, v in encoder.categories.items() if k not in excluded})
+            encoder = FeatureEncoder(
+                tuple(f for f in encoder.features if f not in excluded),
+                {k: v for k, v in encoder.categories.items() if k not in excluded},
+            )
         mlflow.set_tag("prox.leakage_excluded", ",".join(excluded) or "none")
 
         result = train_models(split, encoder, config)
         root = _bundle_root(settings, run_id)
         dirs = {}
         for cand in result.candidates:
-            cand.bundle.meta.update({"run_id": run_id, "model_name": model_name,
-                                     "horizon_days": info.get("horizon_days"), "kind": cand.name})
+            cand.bundle.meta.update(
+                {
+                    "run_id": run_id,
+                    "model_name": model_name,
+                    "horizon_days": info.get("horizon_days"),
+                    "kind": cand.name,
+                }
+            )
             dirs[cand.name] = str(cand.bundle.save(root / cand.name))
         mlflow.set_tag("prox.winner", result.winner.name)
         for cand in result.candidates:
-            mlflow.log_metrics({f"valid.{cand.name}.roc_auc": cand.valid_auc,
-                                f"valid.{cand.name}.log_loss": cand.valid_logloss})
+            mlflow.log_metrics(
+                {
+                    f"valid.{cand.name}.roc_auc": cand.valid_auc,
+                    f"valid.{cand.name}.log_loss": cand.valid_logloss,
+                }
+            )
         lgb = result.by_name("lightgbm")
         if lgb is not None:
-            mlflow.log_params({f"lgb.{k}": v for k, v in lgb.details["params"].items()
-                               if k not in ("metric", "objective", "verbose")})
+            mlflow.log_params(
+                {
+                    f"lgb.{k}": v
+                    for k, v in lgb.details["params"].items()
+                    if k not in ("metric", "objective", "verbose")
+                }
+            )
         mlflow.log_dict({"trials": result.trials}, "search/trials.json")
         mlflow.log_metric("search.trials", float(len(result.trials)))
         baseline = result.by_name("logistic")
@@ -423,8 +550,15 @@ def train(settings: Settings, info: Mapping[str, Any], validation: Mapping[str, 
             mlflow.log_text(coefficient_table_markdown(baseline.bundle.logistic), "baseline/coefficients.md")
             mlflow.log_dict({"coefficients": baseline.bundle.logistic.table}, "baseline/coefficients.json")
         mlflow.log_dict(split.describe(), "data/split.json")
-        return {"run_id": run_id, "cold_start": False, "winner": result.winner.name, "bundles": dirs,
-                "model_name": model_name, "excluded": excluded, "features": len(encoder.features)}
+        return {
+            "run_id": run_id,
+            "cold_start": False,
+            "winner": result.winner.name,
+            "bundles": dirs,
+            "model_name": model_name,
+            "excluded": excluded,
+            "features": len(encoder.features),
+        }
 
 
 # ---- 4. evaluate ------------------------------------------------------------------------------------
@@ -444,14 +578,22 @@ def _oracle_probabilities(info: Mapping[str, Any], test: pa.Table) -> np.ndarray
     for t in np.unique(as_of):
         moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(t))
         oracle = oracle_probability(world, moment, float(info["horizon_days"]))  # type: ignore[arg-type]
-        lookup = dict(zip(oracle.column("lead_id").to_pylist(), oracle.column("probability").to_numpy(), strict=True))
+        lookup = dict(
+            zip(oracle.column("lead_id").to_pylist(), oracle.column("probability").to_numpy(), strict=True)
+        )
         rows = np.flatnonzero(as_of == t)
         q[rows] = [lookup.get(i, np.nan) for i in ids[rows]]
     return q
 
 
-def evaluate(settings: Settings, info: Mapping[str, Any], trained: Mapping[str, Any], *,
-             config: TrainConfig | None = None, options: RunOptions | None = None) -> dict[str, Any]:
+def evaluate(
+    settings: Settings,
+    info: Mapping[str, Any],
+    trained: Mapping[str, Any],
+    *,
+    config: TrainConfig | None = None,
+    options: RunOptions | None = None,
+) -> dict[str, Any]:
     """Score the newest holdout; log metrics, segments, oracle, plots and the model card."""
     import mlflow
 
@@ -477,8 +619,17 @@ def evaluate(settings: Settings, info: Mapping[str, Any], trained: Mapping[str, 
         for name, directory in trained["bundles"].items():
             bundle = ModelBundle.load(directory)
             p = bundle.predict(bundle.encoder.transform(split.test))
-            evaluations[name] = (bundle, p, run_evaluation(y, p, split.test, min_rows=options.segment_min_rows,
-                                                           min_positives=options.segment_min_positives))
+            evaluations[name] = (
+                bundle,
+                p,
+                run_evaluation(
+                    y,
+                    p,
+                    split.test,
+                    min_rows=options.segment_min_rows,
+                    min_positives=options.segment_min_positives,
+                ),
+            )
         bundle, p, ev = evaluations[winner_name]
         X_test = bundle.encoder.transform(split.test)
         q = _oracle_probabilities(info, split.test)
@@ -487,8 +638,13 @@ def evaluate(settings: Settings, info: Mapping[str, Any], trained: Mapping[str, 
         cuts, tier_info = tier_thresholds(y, p)
         bundle.score_quantiles = score_quantiles(p)
         bundle.tier_thresholds = {k: v for k, v in cuts.items() if v is not None}
-        bundle.meta.update({"test_metrics": ev.metrics, "tiers": tier_info,
-                            "drift_profile": _drift_profile(split.test, bundle)})
+        bundle.meta.update(
+            {
+                "test_metrics": ev.metrics,
+                "tiers": tier_info,
+                "drift_profile": _drift_profile(split.test, bundle),
+            }
+        )
         bundle.save(trained["bundles"][winner_name])
 
         metrics = {f"test.{k}": v for k, v in ev.metrics.items() if isinstance(v, float) and np.isfinite(v)}
@@ -496,15 +652,24 @@ def evaluate(settings: Settings, info: Mapping[str, Any], trained: Mapping[str, 
         metrics.update({f"test.segment_gap.{k}": v for k, v in ev.segment_gaps.items()})
         metrics.update({f"test.{k}": v for k, v in ev.oracle.items()})
         for name, (_, _, other) in evaluations.items():
-            metrics.update({f"test.{name}.{k}": v for k, v in other.metrics.items()
-                            if k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece") and np.isfinite(v)})
+            metrics.update(
+                {
+                    f"test.{name}.{k}": v
+                    for k, v in other.metrics.items()
+                    if k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece") and np.isfinite(v)
+                }
+            )
         mlflow.log_metrics(metrics)
         mlflow.log_dict(ev.to_json(), "evaluation/evaluation.json")
-        mlflow.log_dict({"thresholds": cuts, "tiers": tier_info, "score_quantiles": bundle.score_quantiles},
-                        "evaluation/tiers.json")
+        mlflow.log_dict(
+            {"thresholds": cuts, "tiers": tier_info, "score_quantiles": bundle.score_quantiles},
+            "evaluation/tiers.json",
+        )
         if ev.largest_gap.get("flagged"):
-            mlflow.set_tag("prox.largest_segment_gap", f"{ev.largest_gap['dimension']}={ev.largest_gap['segment']} "
-                                                       f"gap {ev.largest_gap['gap']:.4f}")
+            mlflow.set_tag(
+                "prox.largest_segment_gap",
+                f"{ev.largest_gap['dimension']}={ev.largest_gap['segment']} gap {ev.largest_gap['gap']:.4f}",
+            )
 
         shap = shap_importance(bundle, X_test, max_rows=1_000)  # exact TreeSHAP is costly on big models
         gain = gain_importance(bundle)
@@ -515,20 +680,38 @@ def evaluate(settings: Settings, info: Mapping[str, Any], trained: Mapping[str, 
                 mlflow.log_artifact(str(path), artifact_path="plots")
         leakage = mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/leakage/audit.json")["findings"]
         baseline = evaluations.get("logistic")
-        card = model_card(model_name=trained["model_name"], kind=winner_name, run_id=trained["run_id"],
-                          split=split.describe(), metrics=ev.metrics,
-                          baseline_metrics=baseline[2].metrics if baseline else None,
-                          segment_gaps=ev.segment_gaps, largest_gap=ev.largest_gap, leakage=leakage, tiers=tier_info,
-                          oracle=ev.oracle, horizon_days=info.get("horizon_days"), source=info["source"],
-                          code_version=code_version(), importance=shap, flat_file=info["split"] == "stratified")
+        card = model_card(
+            model_name=trained["model_name"],
+            kind=winner_name,
+            run_id=trained["run_id"],
+            split=split.describe(),
+            metrics=ev.metrics,
+            baseline_metrics=baseline[2].metrics if baseline else None,
+            segment_gaps=ev.segment_gaps,
+            largest_gap=ev.largest_gap,
+            leakage=leakage,
+            tiers=tier_info,
+            oracle=ev.oracle,
+            horizon_days=info.get("horizon_days"),
+            source=info["source"],
+            code_version=code_version(),
+            importance=shap,
+            flat_file=info["split"] == "stratified",
+        )
         mlflow.log_text(card, "model_card.md")
-        results = {"roc_auc": ev.metrics["roc_auc"], "ece": ev.metrics["ece"],
-                   "largest_segment_gap": float(ev.largest_gap.get("gap", 0.0)), "pr_auc": ev.metrics["pr_auc"],
-                   **{k: v for k, v in ev.oracle.items() if k in ("oracle_auc", "oracle_gap")}}
+        results = {
+            "roc_auc": ev.metrics["roc_auc"],
+            "ece": ev.metrics["ece"],
+            "largest_segment_gap": float(ev.largest_gap.get("gap", 0.0)),
+            "pr_auc": ev.metrics["pr_auc"],
+            **{k: v for k, v in ev.oracle.items() if k in ("oracle_auc", "oracle_gap")},
+        }
     return {"run_id": trained["run_id"], "cold_start": False, "metrics": results}
 
 
-def _drift_profile(reference: pa.Table, bundle: Any, max_rows: int = 200_000, seed: int = 7) -> dict[str, Any]:
+def _drift_profile(
+    reference: pa.Table, bundle: Any, max_rows: int = 200_000, seed: int = 7
+) -> dict[str, Any]:
     """The reference the nightly job's PSI compares against: the newest labelled snapshot
     (the model's holdout) and the model's scores on it. Pooling every training snapshot was
     tried and reads a young CRM's early months (young leads, small accounts) as drift."""
@@ -539,13 +722,21 @@ def _drift_profile(reference: pa.Table, bundle: Any, max_rows: int = 200_000, se
         reference = reference.take(pa.array(rows))
     columns = [f for f in bundle.encoder.features if f in reference.column_names]
     probability = bundle.predict(bundle.encoder.transform(reference))
-    table = reference.select(columns).append_column("probability", pa.array(np.asarray(probability, dtype=np.float64)))
+    table = reference.select(columns).append_column(
+        "probability", pa.array(np.asarray(probability, dtype=np.float64))
+    )
     return profile(table, [*columns, "probability"])
 
 
 # ---- 5. register --------------------------------------------------------------------------------------
-def register(settings: Settings, info: Mapping[str, Any], trained: Mapping[str, Any], evaluated: Mapping[str, Any],
-             *, airflow: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def register(
+    settings: Settings,
+    info: Mapping[str, Any],
+    trained: Mapping[str, Any],
+    evaluated: Mapping[str, Any],
+    *,
+    airflow: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Log the winner as an MLflow model and register it as a new version, ``@challenger``."""
     if trained.get("cold_start"):
         return {"version": None, "cold_start": True, "run_id": trained["run_id"]}
@@ -566,21 +757,43 @@ def register(settings: Settings, info: Mapping[str, Any], trained: Mapping[str, 
 
     output = pd.DataFrame({"probability": p, "score": bundle.scores(p), "tier": bundle.tiers(p).astype(str)})
     signature = infer_signature(example, output)
-    requirements = [f"lightgbm=={_version('lightgbm')}", f"numpy=={_version('numpy')}",
-                    f"pyarrow=={_version('pyarrow')}", f"pandas=={_version('pandas')}", f"mlflow=={_version('mlflow')}"]
+    requirements = [
+        f"lightgbm=={_version('lightgbm')}",
+        f"numpy=={_version('numpy')}",
+        f"pyarrow=={_version('pyarrow')}",
+        f"pandas=={_version('pandas')}",
+        f"mlflow=={_version('mlflow')}",
+    ]
     name = trained["model_name"]
     with _start_run(settings, info, trained["run_id"]):
-        model_info = mlflow.pyfunc.log_model(name="model", python_model=ProxModel(), artifacts={"bundle": bundle_dir},
-                                             signature=signature, input_example=example,
-                                             pip_requirements=requirements, registered_model_name=name)
+        model_info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ProxModel(),
+            artifacts={"bundle": bundle_dir},
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements,
+            registered_model_name=name,
+        )
         version = str(model_info.registered_model_version)
         mlflow.set_tag("prox.registered_version", version)
     mc = client(settings.tracking_uri)
-    for key, value in {"prox.run_id": trained["run_id"], "prox.training_set_digest": info["digest"],
-                       "prox.winner": trained["winner"], "prox.source": info["source"]}.items():
+    for key, value in {
+        "prox.run_id": trained["run_id"],
+        "prox.training_set_digest": info["digest"],
+        "prox.winner": trained["winner"],
+        "prox.source": info["source"],
+    }.items():
         mc.set_model_version_tag(name, version, key, value)
-    set_challenger(mc, settings.data_dir, name, version, by=actor(airflow), run_id=trained["run_id"],
-                   numbers=evaluated.get("metrics", {}))
+    set_challenger(
+        mc,
+        settings.data_dir,
+        name,
+        version,
+        by=actor(airflow),
+        run_id=trained["run_id"],
+        numbers=evaluated.get("metrics", {}),
+    )
     return {"version": version, "model_name": name, "run_id": trained["run_id"], "cold_start": False}
 
 
@@ -591,7 +804,9 @@ def _version(package: str) -> str:
 
 
 # ---- 6. gate ---------------------------------------------------------------------------------------------
-def champion_metrics_on(settings: Settings, model_name: str, champion_version: str, split: Split) -> dict[str, float]:
+def champion_metrics_on(
+    settings: Settings, model_name: str, champion_version: str, split: Split
+) -> dict[str, float]:
     """The champion's ROC AUC and ECE on the challenger's holdout (same rows, same labels)."""
     from models.evaluate import binary_metrics
     from models.score import _load_bundle
@@ -601,9 +816,17 @@ def champion_metrics_on(settings: Settings, model_name: str, champion_version: s
     return binary_metrics(labels(split.test), p)
 
 
-def gate(settings: Settings, info: Mapping[str, Any], registered: Mapping[str, Any], evaluated: Mapping[str, Any],
-         *, gate_config: GateConfig | None = None, config: TrainConfig | None = None,
-         options: RunOptions | None = None, airflow: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def gate(
+    settings: Settings,
+    info: Mapping[str, Any],
+    registered: Mapping[str, Any],
+    evaluated: Mapping[str, Any],
+    *,
+    gate_config: GateConfig | None = None,
+    config: TrainConfig | None = None,
+    options: RunOptions | None = None,
+    airflow: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Promote the challenger to @champion, or refuse it; the decision is recorded either way."""
     if registered.get("cold_start"):
         return {"decision": "cold_start", "promoted": False, "version": None}
@@ -622,34 +845,74 @@ def gate(settings: Settings, info: Mapping[str, Any], registered: Mapping[str, A
         split = make_split(info, read_training_set(info), options, config.seed)
         champion = champion_metrics_on(settings, name, current, split)
     decision = decide(evaluated["metrics"], champion, gate_config)
-    record = apply_decision(mc, settings.data_dir, name, version, decision, by=actor(airflow),
-                            run_id=registered["run_id"], champion_version=current)
+    record = apply_decision(
+        mc,
+        settings.data_dir,
+        name,
+        version,
+        decision,
+        by=actor(airflow),
+        run_id=registered["run_id"],
+        champion_version=current,
+    )
     with _start_run(settings, info, registered["run_id"]):
-        mlflow.set_tags({"prox.gate.decision": "promoted" if decision.promoted else "refused",
-                         "prox.gate.rule": decision.rule, "prox.gate.message": decision.message})
+        mlflow.set_tags(
+            {
+                "prox.gate.decision": "promoted" if decision.promoted else "refused",
+                "prox.gate.rule": decision.rule,
+                "prox.gate.message": decision.message,
+            }
+        )
         mlflow.log_dict(record, "gate/decision.json")
-    return {"decision": "promoted" if decision.promoted else "refused", "promoted": decision.promoted,
-            "rule": decision.rule, "message": decision.message, "version": version, "champion_before": current}
+    return {
+        "decision": "promoted" if decision.promoted else "refused",
+        "promoted": decision.promoted,
+        "rule": decision.rule,
+        "message": decision.message,
+        "version": version,
+        "champion_before": current,
+    }
 
 
 # ---- all in a row (CLI, notebooks) -------------------------------------------------------------------------
-def run_all(settings: Settings, info: Mapping[str, Any], *, config: TrainConfig | None = None,
-            options: RunOptions | None = None, gate_config: GateConfig | None = None,
-            airflow: Mapping[str, Any] | None = None, run_label: str = "cli") -> dict[str, Any]:
+def run_all(
+    settings: Settings,
+    info: Mapping[str, Any],
+    *,
+    config: TrainConfig | None = None,
+    options: RunOptions | None = None,
+    gate_config: GateConfig | None = None,
+    airflow: Mapping[str, Any] | None = None,
+    run_label: str = "cli",
+) -> dict[str, Any]:
     """Validate, train, evaluate, register and gate one training set (built beforehand)."""
     validation = validate_training_set(settings, info, run_id=f"{run_label}-{info['digest'][:12]}")
     trained = train(settings, info, validation, config=config, options=options, airflow=airflow)
     evaluated = evaluate(settings, info, trained, config=config, options=options)
     registered = register(settings, info, trained, evaluated, airflow=airflow)
-    gated = gate(settings, info, registered, evaluated, gate_config=gate_config, config=config, options=options,
-                 airflow=airflow)
-    return {"validation": validation.get("decision"), "trained": trained, "evaluated": evaluated,
-            "registered": registered, "gate": gated}
+    gated = gate(
+        settings,
+        info,
+        registered,
+        evaluated,
+        gate_config=gate_config,
+        config=config,
+        options=options,
+        airflow=airflow,
+    )
+    return {
+        "validation": validation.get("decision"),
+        "trained": trained,
+        "evaluated": evaluated,
+        "registered": registered,
+        "gate": gated,
+    }
 
 
 # ---- registered versions (CLI) --------------------------------------------------------------------------
-def version_context(settings: Settings, model_name: str, version: str) -> tuple[dict[str, Any], dict[str, Any],
-                                                                                 dict[str, Any]]:
+def version_context(
+    settings: Settings, model_name: str, version: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(training-set info, registered, evaluated) of a registered version, from its run."""
     from mlflow.exceptions import MlflowException
 
@@ -663,17 +926,33 @@ def version_context(settings: Settings, model_name: str, version: str) -> tuple[
     run = mc.get_run(mv.run_id)
     tags, metrics = run.data.tags, run.data.metrics
     horizon = tags.get("prox.horizon_days")
-    info = {"path": tags["prox.training_set_path"], "split": tags.get("prox.split", "time"),
-            "horizon_days": int(horizon) if horizon and horizon != "None" else None,
-            "source": tags.get("prox.source"), "digest": tags.get("prox.training_set_digest")}
+    info = {
+        "path": tags["prox.training_set_path"],
+        "split": tags.get("prox.split", "time"),
+        "horizon_days": int(horizon) if horizon and horizon != "None" else None,
+        "source": tags.get("prox.source"),
+        "digest": tags.get("prox.training_set_digest"),
+    }
     registered = {"model_name": model_name, "version": str(version), "run_id": mv.run_id, "cold_start": False}
-    evaluated = {"metrics": {"roc_auc": metrics.get("test.roc_auc"), "ece": metrics.get("test.ece"),
-                             "largest_segment_gap": metrics.get("test.largest_segment_gap", 0.0)}}
+    evaluated = {
+        "metrics": {
+            "roc_auc": metrics.get("test.roc_auc"),
+            "ece": metrics.get("test.ece"),
+            "largest_segment_gap": metrics.get("test.largest_segment_gap", 0.0),
+        }
+    }
     return info, registered, evaluated
 
 
-def evaluate_version(settings: Settings, model_name: str, version: str, *, training_set: str | None = None,
-                     options: RunOptions | None = None, seed: int = 7) -> dict[str, Any]:
+def evaluate_version(
+    settings: Settings,
+    model_name: str,
+    version: str,
+    *,
+    training_set: str | None = None,
+    options: RunOptions | None = None,
+    seed: int = 7,
+) -> dict[str, Any]:
     """A registered version's figures on the newest holdout of a training set (its own by default)."""
     from models.evaluate import evaluate as run_evaluation
     from models.score import _load_bundle
@@ -685,6 +964,11 @@ def evaluate_version(settings: Settings, model_name: str, version: str, *, train
     split = make_split(info, read_training_set(info), options, seed)
     bundle = _load_bundle(settings.tracking_uri, model_name, str(version))
     p = bundle.predict(bundle.encoder.transform(split.test))
-    ev = run_evaluation(labels(split.test), p, split.test, min_rows=options.segment_min_rows,
-                        min_positives=options.segment_min_positives)
+    ev = run_evaluation(
+        labels(split.test),
+        p,
+        split.test,
+        min_rows=options.segment_min_rows,
+        min_positives=options.segment_min_positives,
+    )
     return {"model": model_name, "version": str(version), "training_set": info["path"], **ev.to_json()}

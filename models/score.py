@@ -46,8 +46,9 @@ def score_quantiles(p_holdout: np.ndarray) -> list[float]:
     return [float(q) for q in np.quantile(np.asarray(p_holdout, dtype=np.float64), np.arange(1, 99) / 99.0)]
 
 
-def tier_thresholds(y: np.ndarray, p: np.ndarray, lifts: dict[str, float] | None = None
-                    ) -> tuple[dict[str, float | None], dict[str, dict[str, float]]]:
+def tier_thresholds(
+    y: np.ndarray, p: np.ndarray, lifts: dict[str, float] | None = None
+) -> tuple[dict[str, float | None], dict[str, dict[str, float]]]:
     """Probability cut-offs of tiers A-C (lift x holdout base rate) and each tier's holdout figures."""
     lifts = lifts or TIER_LIFT
     y = np.asarray(y, dtype=np.float64)
@@ -63,9 +64,13 @@ def tier_thresholds(y: np.ndarray, p: np.ndarray, lifts: dict[str, float] | None
             cuts[tier] = None
             continue
         cuts[tier] = cut
-        info[tier] = {"min_probability": cut, "holdout_share": float(band.mean()),
-                      "expected_precision": float(y[band].mean()), "target_lift": lifts[tier],
-                      "realised_lift": float(y[band].mean() / base)}
+        info[tier] = {
+            "min_probability": cut,
+            "holdout_share": float(band.mean()),
+            "expected_precision": float(y[band].mean()),
+            "target_lift": lifts[tier],
+            "realised_lift": float(y[band].mean() / base),
+        }
         upper = cut
     return cuts, info
 
@@ -165,7 +170,9 @@ def _load_bundle(tracking_uri: str, model_name: str, version: str) -> ModelBundl
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     target = Path(tempfile.mkdtemp(prefix="prox-model-"))
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(target))
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{model_name}/{version}", dst_path=str(target)
+    )
     return ModelBundle.load(bundle_dir(Path(local)))
 
 

@@ -35,9 +35,20 @@ log = logging.getLogger(__name__)
 
 #: Numeric features of the logistic baseline (when present in the encoder).
 BASELINE_NUMERIC = (
-    "engagement_decayed", "n_events_30d", "n_events_90d", "n_high_intent_30d", "n_high_intent_7d",
-    "days_since_last_event", "lead_age_days", "days_in_status", "data_completeness", "email_matches_company",
-    "account_other_engagement_decayed", "n_pricing_visits_30d", "n_demo_visits_30d", "trend_7d_vs_prior_21d",
+    "engagement_decayed",
+    "n_events_30d",
+    "n_events_90d",
+    "n_high_intent_30d",
+    "n_high_intent_7d",
+    "days_since_last_event",
+    "lead_age_days",
+    "days_in_status",
+    "data_completeness",
+    "email_matches_company",
+    "account_other_engagement_decayed",
+    "n_pricing_visits_30d",
+    "n_demo_visits_30d",
+    "trend_7d_vs_prior_21d",
     "active_days_30d",
 )
 #: Category levels with fewer rows than this are folded into the reference level (no separation).
@@ -89,12 +100,22 @@ class TrainResult:
 
 
 # ---- LightGBM -----------------------------------------------------------------------------------
-def _sample_params(rng: np.random.Generator, trial: int, max_leaves: int = 127, max_depth: int = -1
-                   ) -> dict[str, Any]:
+def _sample_params(
+    rng: np.random.Generator, trial: int, max_leaves: int = 127, max_depth: int = -1
+) -> dict[str, Any]:
     if trial == 0:
-        return {"learning_rate": 0.05, "num_leaves": min(31, max_leaves), "max_depth": max_depth,
-                "min_data_in_leaf": 100, "feature_fraction": 0.8, "bagging_fraction": 0.8, "lambda_l2": 1.0,
-                "min_sum_hessian_in_leaf": 1e-3, "cat_smooth": 10.0, "max_bin": 255}
+        return {
+            "learning_rate": 0.05,
+            "num_leaves": min(31, max_leaves),
+            "max_depth": max_depth,
+            "min_data_in_leaf": 100,
+            "feature_fraction": 0.8,
+            "bagging_fraction": 0.8,
+            "lambda_l2": 1.0,
+            "min_sum_hessian_in_leaf": 1e-3,
+            "cat_smooth": 10.0,
+            "max_bin": 255,
+        }
     leaves = [n for n in (7, 15, 31, 63, 127) if n <= max_leaves] or [max_leaves]
     return {
         "learning_rate": float(np.exp(rng.uniform(np.log(0.02), np.log(0.1)))),
@@ -110,8 +131,14 @@ def _sample_params(rng: np.random.Generator, trial: int, max_leaves: int = 127, 
     }
 
 
-def train_lightgbm(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_valid: np.ndarray,
-                   encoder: FeatureEncoder, config: TrainConfig) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+def train_lightgbm(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_valid: np.ndarray,
+    y_valid: np.ndarray,
+    encoder: FeatureEncoder,
+    config: TrainConfig,
+) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     """Seeded random search with early stopping; returns (best booster, its params, all trials)."""
     import lightgbm as lgb
     from sklearn.metrics import roc_auc_score
@@ -119,8 +146,14 @@ def train_lightgbm(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray
     rng = np.random.default_rng(config.seed)
     cats = encoder.categorical_indices
     names = [f.replace(" ", "_") for f in encoder.features]
-    train_set = lgb.Dataset(X_train, y_train, feature_name=names, categorical_feature=cats, free_raw_data=False,
-                            params={"max_bin": 255, "verbose": -1})
+    train_set = lgb.Dataset(
+        X_train,
+        y_train,
+        feature_name=names,
+        categorical_feature=cats,
+        free_raw_data=False,
+        params={"max_bin": 255, "verbose": -1},
+    )
     started = time.monotonic()
     trials: list[dict[str, Any]] = []
     best: tuple[float, Any, dict[str, Any]] | None = None
@@ -128,28 +161,59 @@ def train_lightgbm(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray
         if trial > 0 and time.monotonic() - started > config.time_budget_s:
             break
         sampled = _sample_params(rng, trial, config.max_num_leaves, config.max_depth)
-        params = {"objective": "binary", "metric": ["binary_logloss", "auc"], "verbose": -1,
-                  "seed": config.seed + trial, "num_threads": config.num_threads, "bagging_freq": 1,
-                  "deterministic": True, "force_row_wise": True, "first_metric_only": True, **sampled}
+        params = {
+            "objective": "binary",
+            "metric": ["binary_logloss", "auc"],
+            "verbose": -1,
+            "seed": config.seed + trial,
+            "num_threads": config.num_threads,
+            "bagging_freq": 1,
+            "deterministic": True,
+            "force_row_wise": True,
+            "first_metric_only": True,
+            **sampled,
+        }
         if sampled["max_bin"] != 255:  # max_bin is a Dataset parameter: build a matching one
-            dataset = lgb.Dataset(X_train, y_train, feature_name=names, categorical_feature=cats,
-                                  params={"max_bin": sampled["max_bin"], "verbose": -1})
+            dataset = lgb.Dataset(
+                X_train,
+                y_train,
+                feature_name=names,
+                categorical_feature=cats,
+                params={"max_bin": sampled["max_bin"], "verbose": -1},
+            )
         else:
             dataset = train_set
         valid_set = lgb.Dataset(X_valid, y_valid, reference=dataset)
         t0 = time.monotonic()
-        booster = lgb.train(params, dataset, num_boost_round=config.max_boost_rounds, valid_sets=[valid_set],
-                            valid_names=["valid"],
-                            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
+        booster = lgb.train(
+            params,
+            dataset,
+            num_boost_round=config.max_boost_rounds,
+            valid_sets=[valid_set],
+            valid_names=["valid"],
+            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+        )
         p = booster.predict(X_valid, num_iteration=booster.best_iteration)
         auc = float(roc_auc_score(y_valid, p))
         loss = float(_logloss(y_valid, p))
         score = auc if config.search_metric == "auc" else -loss
-        record = {"trial": trial, **sampled, "best_iteration": int(booster.best_iteration), "valid_auc": auc,
-                  "valid_logloss": loss, "seconds": round(time.monotonic() - t0, 2)}
+        record = {
+            "trial": trial,
+            **sampled,
+            "best_iteration": int(booster.best_iteration),
+            "valid_auc": auc,
+            "valid_logloss": loss,
+            "seconds": round(time.monotonic() - t0, 2),
+        }
         trials.append(record)
-        log.info("LightGBM trial %d: valid AUC %.4f, log loss %.4f, %d trees, %.0f s", trial, auc, loss,
-                 record["best_iteration"], record["seconds"])
+        log.info(
+            "LightGBM trial %d: valid AUC %.4f, log loss %.4f, %d trees, %.0f s",
+            trial,
+            auc,
+            loss,
+            record["best_iteration"],
+            record["seconds"],
+        )
         if best is None or score > best[0]:
             best = (score, booster, {**params, "best_iteration": int(booster.best_iteration)})
     assert best is not None
@@ -165,7 +229,9 @@ def _logloss(y: np.ndarray, p: np.ndarray) -> float:
 
 
 # ---- logistic baseline ---------------------------------------------------------------------------
-def logistic_terms(X: np.ndarray, encoder: FeatureEncoder, numeric: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def logistic_terms(
+    X: np.ndarray, encoder: FeatureEncoder, numeric: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """The baseline's design columns, with transform parameters learnt on ``X`` (training rows)."""
     wanted = set(BASELINE_NUMERIC if numeric is None else numeric)
     terms: list[dict[str, Any]] = []
@@ -179,8 +245,14 @@ def logistic_terms(X: np.ndarray, encoder: FeatureEncoder, numeric: Sequence[str
             reference = int(counts.argmax())
             for code, n in enumerate(counts):
                 if code != reference and n >= MIN_LEVEL_ROWS:
-                    terms.append({"feature": name, "kind": "level", "code": code,
-                                  "label": f"{name}={encoder.categories[name][code]}"})
+                    terms.append(
+                        {
+                            "feature": name,
+                            "kind": "level",
+                            "code": code,
+                            "label": f"{name}={encoder.categories[name][code]}",
+                        }
+                    )
             continue
         if name not in wanted:
             continue
@@ -192,16 +264,26 @@ def logistic_terms(X: np.ndarray, encoder: FeatureEncoder, numeric: Sequence[str
         v = np.where(np.isnan(x), fill, x)
         if skewed:
             v = np.sign(v) * np.log1p(np.abs(v))
-        terms.append({"feature": name, "kind": "num", "fill": fill, "log": skewed, "mean": float(v.mean()),
-                      "scale": float(v.std() or 1.0), "label": f"log1p({name})" if skewed else name})
+        terms.append(
+            {
+                "feature": name,
+                "kind": "num",
+                "fill": fill,
+                "log": skewed,
+                "mean": float(v.mean()),
+                "scale": float(v.std() or 1.0),
+                "label": f"log1p({name})" if skewed else name,
+            }
+        )
         missing = np.isnan(x).mean()
         if 0.01 < missing < 0.99:
             terms.append({"feature": name, "kind": "missing", "label": f"{name} missing"})
     return terms
 
 
-def train_logistic(X_train: np.ndarray, y_train: np.ndarray, encoder: FeatureEncoder,
-                   numeric: Sequence[str] | None = None) -> LogisticModel:
+def train_logistic(
+    X_train: np.ndarray, y_train: np.ndarray, encoder: FeatureEncoder, numeric: Sequence[str] | None = None
+) -> LogisticModel:
     """statsmodels Logit on the transparent design; collinear columns are dropped first."""
     import statsmodels.api as sm
     from scipy.linalg import qr
@@ -235,8 +317,16 @@ def train_logistic(X_train: np.ndarray, y_train: np.ndarray, encoder: FeatureEnc
     zval = np.asarray(fit.tvalues)
     pval = np.asarray(fit.pvalues)
     names = ["const"] + [t["label"] for t in terms]
-    table = [{"term": n, "estimate": float(params[i]), "std_error": _finite(bse[i]), "z": _finite(zval[i]),
-              "p_value": _finite(pval[i])} for i, n in enumerate(names)]
+    table = [
+        {
+            "term": n,
+            "estimate": float(params[i]),
+            "std_error": _finite(bse[i]),
+            "z": _finite(zval[i]),
+            "p_value": _finite(pval[i]),
+        }
+        for i, n in enumerate(names)
+    ]
     return LogisticModel(terms, [float(c) for c in params[1:]], float(params[0]), table)
 
 
@@ -253,8 +343,10 @@ def coefficient_table_markdown(model: LogisticModel) -> str:
         return "n/a" if v is None else format(v, spec)
 
     for row in model.table:
-        lines.append(f"| {row['term']} | {row['estimate']:.4f} | {fmt(row['std_error'], '.4f')} | "
-                     f"{fmt(row['z'], '.2f')} | {fmt(row['p_value'], '.3g')} |")
+        lines.append(
+            f"| {row['term']} | {row['estimate']:.4f} | {fmt(row['std_error'], '.4f')} | "
+            f"{fmt(row['z'], '.2f')} | {fmt(row['p_value'], '.3g')} |"
+        )
     return "\n".join(lines)
 
 
@@ -301,22 +393,43 @@ def train_models(split: Split, encoder: FeatureEncoder, config: TrainConfig | No
     candidates: list[Candidate] = []
 
     booster, best_params, trials = train_lightgbm(X_tr, y_tr, X_va, y_va, encoder, config)
-    lgb_bundle = ModelBundle("lightgbm", encoder, Calibrator("none"), booster=booster,
-                             meta={"params": best_params, "num_threads": config.num_threads})
+    lgb_bundle = ModelBundle(
+        "lightgbm",
+        encoder,
+        Calibrator("none"),
+        booster=booster,
+        meta={"params": best_params, "num_threads": config.num_threads},
+    )
     lgb_bundle.calibrator = fit_calibrator(lgb_bundle.predict_raw(X_ca), y_ca, config.calibration)
     p = lgb_bundle.predict(X_va)
-    candidates.append(Candidate("lightgbm", lgb_bundle, float(roc_auc_score(y_va, p)), _logloss(y_va, p),
-                                {"params": best_params, "trials": len(trials)}))
+    candidates.append(
+        Candidate(
+            "lightgbm",
+            lgb_bundle,
+            float(roc_auc_score(y_va, p)),
+            _logloss(y_va, p),
+            {"params": best_params, "trials": len(trials)},
+        )
+    )
 
     if config.baseline:
         logistic = train_logistic(X_tr, y_tr, encoder)
         lr_bundle = ModelBundle("logistic", encoder, Calibrator("none"), logistic=logistic, meta={})
         lr_bundle.calibrator = fit_calibrator(lr_bundle.predict_raw(X_ca), y_ca, config.calibration)
         p = lr_bundle.predict(X_va)
-        candidates.append(Candidate("logistic", lr_bundle, float(roc_auc_score(y_va, p)), _logloss(y_va, p),
-                                    {"terms": len(logistic.terms)}))
+        candidates.append(
+            Candidate(
+                "logistic",
+                lr_bundle,
+                float(roc_auc_score(y_va, p)),
+                _logloss(y_va, p),
+                {"terms": len(logistic.terms)},
+            )
+        )
 
     winner = max(candidates, key=lambda c: (round(c.valid_auc, 6), c.name == "logistic"))
     for c in candidates:
-        c.bundle.meta.update({"valid_auc": c.valid_auc, "valid_logloss": c.valid_logloss, "winner": c is winner})
+        c.bundle.meta.update(
+            {"valid_auc": c.valid_auc, "valid_logloss": c.valid_logloss, "winner": c is winner}
+        )
     return TrainResult(winner, candidates, trials)

@@ -63,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"Run report:        {report['report_path']}")
         print(f"Validation:        {report['validation_reports']}/index.html")
         print(f"MLflow runs:       .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri}")
-        print(f"CRM records:       Salesforce {info.salesforce_url}, HubSpot {info.hubspot_url} "
-              f"(sandbox state in {settings.sandbox_dir})")
+        print(
+            f"CRM records:       Salesforce {info.salesforce_url}, HubSpot {info.hubspot_url} "
+            f"(sandbox state in {settings.sandbox_dir})"
+        )
         print(f"Done in {time.perf_counter() - started:.0f} s (nightly DAG state: {state}).")
         return 0 if state == "success" else 1
 
@@ -74,8 +76,13 @@ def ensure_world(settings: Any) -> dict:
 
     if world_exists(settings.world_dir):
         return json.loads((settings.world_dir / "spec.json").read_text())["summary"]
-    spec = WorldSpec(n_leads=settings.demo_leads, days=settings.demo_days, seed=settings.seed,
-                     crm_split=settings.crm_split, dirt_rate=settings.dirt_rate)
+    spec = WorldSpec(
+        n_leads=settings.demo_leads,
+        days=settings.demo_days,
+        seed=settings.seed,
+        crm_split=settings.crm_split,
+        dirt_rate=settings.dirt_rate,
+    )
     print(f"Simulating a world of {spec.n_leads:,} leads over {spec.days} days into {settings.world_dir} ...")
     return write_world(spec, settings.world_dir)
 
@@ -84,7 +91,9 @@ def migrate_airflow(settings: Any) -> None:
     """Create or upgrade the Airflow metadata DB (SQLite under the data directory)."""
     (settings.airflow_home / "plugins").mkdir(parents=True, exist_ok=True)
     airflow = Path(sys.executable).with_name("airflow")
-    done = subprocess.run([str(airflow), "db", "migrate"], env=os.environ.copy(), capture_output=True, text=True)
+    done = subprocess.run(
+        [str(airflow), "db", "migrate"], env=os.environ.copy(), capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed: {done.stderr[-2000:]}")
 
@@ -153,7 +162,16 @@ def top_leads(settings: Any, run_date: dt.date, n: int = 5) -> list[dict]:
     part = Partition("scores", "scores", ALL, run_date)
     if not lake.exists(part):
         return []
-    rows = lake.read(part, columns=["lead_id", "probability", "score", "tier", "reasons_positive"]).to_pylist()
+    rows = lake.read(
+        part, columns=["lead_id", "probability", "score", "tier", "reasons_positive"]
+    ).to_pylist()
     rows.sort(key=lambda r: -r["probability"])
-    return [{"lead_id": r["lead_id"], "score": r["score"], "tier": r["tier"], "reasons": r["reasons_positive"] or []}
-            for r in rows[:n]]
+    return [
+        {
+            "lead_id": r["lead_id"],
+            "score": r["score"],
+            "tier": r["tier"],
+            "reasons": r["reasons_positive"] or [],
+        }
+        for r in rows[:n]
+    ]

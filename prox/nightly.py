@@ -70,11 +70,18 @@ def extract(settings: Settings, crm: str, ctx: RunContext, *, full_refresh: bool
 
     connectors = open_connectors(settings.data_dir, web_tracking_dir=_web_tracking_dir(settings))
     if crm not in connectors:
-        raise PipelineHalted(f"extract {crm}: no credentials (Airflow Connection or PROX_{crm.upper()}_* env)")
+        raise PipelineHalted(
+            f"extract {crm}: no credentials (Airflow Connection or PROX_{crm.upper()}_* env)"
+        )
     results = list(connectors[crm].extract(_lake(settings), ctx.run_date, full_refresh=full_refresh))
     if crm == "salesforce" and "file" in connectors:
         results += connectors["file"].extract(_lake(settings), ctx.run_date, full_refresh=full_refresh)
-    out = {"crm": crm, "api_calls": 0, "tables": [], "extracted_at": _extraction_time(settings, crm, ctx).isoformat()}
+    out = {
+        "crm": crm,
+        "api_calls": 0,
+        "tables": [],
+        "extracted_at": _extraction_time(settings, crm, ctx).isoformat(),
+    }
     for r in results:
         out["api_calls"] += r.api_calls
         out["tables"].append({"source": r.source, "table": r.table, "rows": r.rows, "path": r.path})
@@ -87,7 +94,13 @@ def _extraction_time(settings: Settings, crm: str, ctx: RunContext) -> dt.dateti
     Validation judges "dates in the future" against it: a CRM record legitimately changes
     between the run's as-of midnight and the extraction (our own push touches it too).
     """
-    path = settings.lake_dir / "state" / "nightly" / f"run_date={ctx.run_date.isoformat()}" / f"extracted_at-{crm}.txt"
+    path = (
+        settings.lake_dir
+        / "state"
+        / "nightly"
+        / f"run_date={ctx.run_date.isoformat()}"
+        / f"extracted_at-{crm}.txt"
+    )
     if path.is_file():
         return dt.datetime.fromisoformat(path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,21 +131,47 @@ def validate_raw(settings: Settings, extracted: Mapping[str, Any], ctx: RunConte
             continue
         # Increments are judged against increments (volume), full loads against full loads;
         # an empty increment only means nothing changed since the last extract.
-        incremental = any(p.run_date < ctx.run_date for p in lake.partitions("raw", t["table"], sources=[t["source"]]))
+        incremental = any(
+            p.run_date < ctx.run_date for p in lake.partitions("raw", t["table"], sources=[t["source"]])
+        )
         if incremental and t["rows"] == 0:
-            summaries.append({"dataset": dataset, "source": t["source"], "decision": "passed", "rows": 0,
-                              "message": "no changes since the last extract"})
+            summaries.append(
+                {
+                    "dataset": dataset,
+                    "source": t["source"],
+                    "decision": "passed",
+                    "rows": 0,
+                    "message": "no changes since the last extract",
+                }
+            )
             continue
-        summary = run_gate(dataset, t["path"], run_id=ctx.run_id,
-                           reference_time=dt.datetime.fromisoformat(extracted["extracted_at"]),
-                           settings=settings, source=f"{t['source']}{INCREMENT_SUFFIX if incremental else ''}")
+        summary = run_gate(
+            dataset,
+            t["path"],
+            run_id=ctx.run_id,
+            reference_time=dt.datetime.fromisoformat(extracted["extracted_at"]),
+            settings=settings,
+            source=f"{t['source']}{INCREMENT_SUFFIX if incremental else ''}",
+        )
         summaries.append(_small(summary))
     return {"crm": extracted["crm"], "gates": summaries}
 
 
 def _small(summary: Mapping[str, Any]) -> dict[str, Any]:
-    keep = ("dataset", "source", "decision", "rows", "passed_rows", "quarantined_rows", "clean_path",
-            "quarantine_path", "report_path", "docs_path", "warnings", "message")
+    keep = (
+        "dataset",
+        "source",
+        "decision",
+        "rows",
+        "passed_rows",
+        "quarantined_rows",
+        "clean_path",
+        "quarantine_path",
+        "report_path",
+        "docs_path",
+        "warnings",
+        "message",
+    )
     return {k: summary[k] for k in keep if k in summary}
 
 
@@ -149,20 +188,29 @@ def consolidate(settings: Settings, ctx: RunContext) -> dict[str, Any]:
     lake = _lake(settings)
     raw = lake.read_all("clean", "raw_leads")
     if raw is None or raw.num_rows == 0:
-        raise PipelineHalted("consolidate: no clean raw_leads in the lake; did extraction and validation run?")
-    raw = raw.filter(pc.less(raw.column("created_at"), pa.scalar(ctx.as_of, raw.schema.field("created_at").type)))
+        raise PipelineHalted(
+            "consolidate: no clean raw_leads in the lake; did extraction and validation run?"
+        )
+    raw = raw.filter(
+        pc.less(raw.column("created_at"), pa.scalar(ctx.as_of, raw.schema.field("created_at").type))
+    )
     latest = _latest_per_lead(raw)
     leads = pseudonymise_leads(latest, load_hash_key(settings.secrets_dir))
     history = _status_history_from(raw)
-    previous = [p for p in lake.partitions("clean", "lead_status_history", sources=[ALL]) if p.run_date < ctx.run_date]
+    previous = [
+        p for p in lake.partitions("clean", "lead_status_history", sources=[ALL]) if p.run_date < ctx.run_date
+    ]
     if previous:
         history = pa.concat_tables([lake.read(previous[-1]), history])
     history = _dedupe_history(history)
     lake.write(leads, Partition("clean", "leads", ALL, ctx.run_date))
     lake.write(history, Partition("clean", "lead_status_history", ALL, ctx.run_date))
     counts = pc.value_counts(leads.column("source")).to_pylist()
-    return {"leads": leads.num_rows, "by_crm": {c["values"]: c["counts"] for c in counts},
-            "status_history_rows": history.num_rows}
+    return {
+        "leads": leads.num_rows,
+        "by_crm": {c["values"]: c["counts"] for c in counts},
+        "status_history_rows": history.num_rows,
+    }
 
 
 def _latest_per_lead(raw: pa.Table) -> pa.Table:
@@ -176,22 +224,29 @@ def _latest_per_lead(raw: pa.Table) -> pa.Table:
 
 
 def _status_history_from(raw: pa.Table) -> pa.Table:
-    table = pa.table({
-        "lead_id": raw.column("lead_id"),
-        "source": raw.column("source"),
-        "changed_at": raw.column("updated_at"),
-        "status": raw.column("status"),
-    })
+    table = pa.table(
+        {
+            "lead_id": raw.column("lead_id"),
+            "source": raw.column("source"),
+            "changed_at": raw.column("updated_at"),
+            "status": raw.column("status"),
+        }
+    )
     return conform(table.filter(pc.is_valid(table.column("status"))), LEAD_STATUS_HISTORY)
 
 
 def _dedupe_history(history: pa.Table) -> pa.Table:
     history = conform(history, LEAD_STATUS_HISTORY)
-    order = pc.sort_indices(history, sort_keys=[("lead_id", "ascending"), ("changed_at", "ascending"),
-                                                ("status", "ascending")])
+    order = pc.sort_indices(
+        history, sort_keys=[("lead_id", "ascending"), ("changed_at", "ascending"), ("status", "ascending")]
+    )
     history = history.take(order)
-    keys = pc.binary_join_element_wise(history.column("lead_id"), pc.cast(history.column("changed_at"), pa.string()),
-                                       history.column("status"), "|").combine_chunks()
+    keys = pc.binary_join_element_wise(
+        history.column("lead_id"),
+        pc.cast(history.column("changed_at"), pa.string()),
+        history.column("status"),
+        "|",
+    ).combine_chunks()
     first = np.ones(len(keys), dtype=bool)
     if len(keys) > 1:
         first[1:] = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False)
@@ -221,8 +276,12 @@ def build_features(settings: Settings, ctx: RunContext, bucket: int, n_buckets: 
     features, report = build(leads, activities, history, ctx.as_of)
     label = _bucket_label(bucket, n_buckets)
     path = lake.write(features, Partition("features", "features", label, ctx.run_date), table_name="")
-    return {"bucket": bucket, "rows": features.num_rows, "path": str(path),
-            "quality": report.as_dict() if hasattr(report, "as_dict") else {}}
+    return {
+        "bucket": bucket,
+        "rows": features.num_rows,
+        "path": str(path),
+        "quality": report.as_dict() if hasattr(report, "as_dict") else {},
+    }
 
 
 def _activities_for(lake: Lake, lead_ids: pa.Array, ctx: RunContext) -> pa.Table:
@@ -238,8 +297,9 @@ def _activities_for(lake: Lake, lead_ids: pa.Array, ctx: RunContext) -> pa.Table
     return pa.concat_tables([conform(t, ACTIVITIES) for t in tables])
 
 
-def score(settings: Settings, ctx: RunContext, bucket: int, n_buckets: int, *, consent_policy: str | None = None
-          ) -> dict[str, Any]:
+def score(
+    settings: Settings, ctx: RunContext, bucket: int, n_buckets: int, *, consent_policy: str | None = None
+) -> dict[str, Any]:
     """Score the open, consenting leads of one bucket with @champion; reasons in plain words.
 
     Leads without processing consent or opted out are neither scored nor pushed
@@ -257,8 +317,10 @@ def score(settings: Settings, ctx: RunContext, bucket: int, n_buckets: int, *, c
     lake = _lake(settings)
     label = _bucket_label(bucket, n_buckets)
     features = lake.read(Partition("features", "features", label, ctx.run_date))
-    leads = lake.read(Partition("clean", "leads", ALL, ctx.run_date),
-                      columns=["lead_id", "source", "consent_processing", "opted_out"])
+    leads = lake.read(
+        Partition("clean", "leads", ALL, ctx.run_date),
+        columns=["lead_id", "source", "consent_processing", "opted_out"],
+    )
     policy = consent_policy or settings.consent_policy
     allowed = _consenting(leads, policy)
     open_rows = is_open(features)
@@ -273,7 +335,9 @@ def score(settings: Settings, ctx: RunContext, bucket: int, n_buckets: int, *, c
         X = scorer.encode(eligible)
         out = scorer.score_matrix(X, contributions=False)
         probability, scores, tiers = out.probability, out.score, out.tier
-        positive, negative, explained = _reasons_for_changes(settings, lake, ctx, scorer, X, ids, scores, tiers)
+        positive, negative, explained = _reasons_for_changes(
+            settings, lake, ctx, scorer, X, ids, scores, tiers
+        )
     elif n:
         out = scorer.score_table(eligible)
         probability, scores, tiers = out.probability, out.score, out.tier
@@ -282,30 +346,57 @@ def score(settings: Settings, ctx: RunContext, bucket: int, n_buckets: int, *, c
         explained = n
     else:
         probability, scores, tiers, positive, negative = [], [], [], [], []
-    table = conform(pa.table({
-        "lead_id": pa.array(ids, type=pa.string()),
-        "scored_at": pa.array([ctx.as_of] * n, type=SCORES.field("scored_at").type),
-        "model_name": pa.array([scorer.model_name] * n, type=pa.string()),
-        "model_version": pa.array([str(scorer.model_version)] * n, type=pa.string()),
-        "probability": pa.array(np.asarray(probability, dtype=np.float64)),
-        "score": pa.array(np.asarray(scores, dtype=np.int16)),
-        "tier": pa.array(list(tiers), type=pa.string()),
-        "reasons_positive": pa.array(positive, type=pa.list_(pa.string())),
-        "reasons_negative": pa.array(negative, type=pa.list_(pa.string())),
-        "run_id": pa.array([ctx.run_id] * n, type=pa.string()),
-    }), SCORES)
+    table = conform(
+        pa.table(
+            {
+                "lead_id": pa.array(ids, type=pa.string()),
+                "scored_at": pa.array([ctx.as_of] * n, type=SCORES.field("scored_at").type),
+                "model_name": pa.array([scorer.model_name] * n, type=pa.string()),
+                "model_version": pa.array([str(scorer.model_version)] * n, type=pa.string()),
+                "probability": pa.array(np.asarray(probability, dtype=np.float64)),
+                "score": pa.array(np.asarray(scores, dtype=np.int16)),
+                "tier": pa.array(list(tiers), type=pa.string()),
+                "reasons_positive": pa.array(positive, type=pa.list_(pa.string())),
+                "reasons_negative": pa.array(negative, type=pa.list_(pa.string())),
+                "run_id": pa.array([ctx.run_id] * n, type=pa.string()),
+            }
+        ),
+        SCORES,
+    )
     path = lake.write(table, Partition("scores", "scores", label, ctx.run_date))
-    tier_counts = {t: int(c) for t, c in zip(*np.unique(np.asarray(tiers, dtype=object).astype(str), return_counts=True),
-                                             strict=True)} if n else {}
-    return {"bucket": bucket, "scored": n, "explained": explained, "withheld_consent": withheld,
-            "closed": int(features.num_rows - int(pc.sum(open_rows.cast(pa.int64())).as_py() or 0)),
-            "tiers": tier_counts, "model_version": str(scorer.model_version), "cold_start": scorer.cold_start,
-            "path": str(path)}
+    tier_counts = (
+        {
+            t: int(c)
+            for t, c in zip(
+                *np.unique(np.asarray(tiers, dtype=object).astype(str), return_counts=True), strict=True
+            )
+        }
+        if n
+        else {}
+    )
+    return {
+        "bucket": bucket,
+        "scored": n,
+        "explained": explained,
+        "withheld_consent": withheld,
+        "closed": int(features.num_rows - int(pc.sum(open_rows.cast(pa.int64())).as_py() or 0)),
+        "tiers": tier_counts,
+        "model_version": str(scorer.model_version),
+        "cold_start": scorer.cold_start,
+        "path": str(path),
+    }
 
 
-def _reasons_for_changes(settings: Settings, lake: Lake, ctx: RunContext, scorer: Any, X: np.ndarray,
-                         ids: list[str], scores: np.ndarray, tiers: np.ndarray
-                         ) -> tuple[list[list[str]], list[list[str]], int]:
+def _reasons_for_changes(
+    settings: Settings,
+    lake: Lake,
+    ctx: RunContext,
+    scorer: Any,
+    X: np.ndarray,
+    ids: list[str],
+    scores: np.ndarray,
+    tiers: np.ndarray,
+) -> tuple[list[list[str]], list[list[str]], int]:
     """Reasons: exact TreeSHAP for changed leads, carried over for the others."""
     from models.explain import reasons
     from plugins.crm.state import ConnectorState
@@ -337,14 +428,20 @@ def _reasons_for_changes(settings: Settings, lake: Lake, ctx: RunContext, scorer
     return positive, negative, len(todo)
 
 
-def _previous_reasons(lake: Lake, run_date: dt.date) -> dict[str, tuple[tuple[int, str], list[str], list[str]]]:
+def _previous_reasons(
+    lake: Lake, run_date: dt.date
+) -> dict[str, tuple[tuple[int, str], list[str], list[str]]]:
     """lead_id -> ((score, tier), reasons +, reasons -) from the latest earlier run's scores."""
     earlier = [p for p in lake.partitions("scores", "scores", sources=[ALL]) if p.run_date < run_date]
     if not earlier:
         return {}
-    rows = lake.read(earlier[-1], columns=["lead_id", "score", "tier", "reasons_positive", "reasons_negative"])
-    return {r["lead_id"]: ((r["score"], r["tier"]), r["reasons_positive"] or [], r["reasons_negative"] or [])
-            for r in rows.to_pylist()}
+    rows = lake.read(
+        earlier[-1], columns=["lead_id", "score", "tier", "reasons_positive", "reasons_negative"]
+    )
+    return {
+        r["lead_id"]: ((r["score"], r["tier"]), r["reasons_positive"] or [], r["reasons_negative"] or [])
+        for r in rows.to_pylist()
+    }
 
 
 def _split(text: str | None) -> list[str]:
@@ -375,19 +472,31 @@ def validate_scores(settings: Settings, ctx: RunContext, n_buckets: int) -> dict
     scores = _scores_of(lake, ctx.run_date, n_buckets)
     merged = lake.write(scores, Partition("scores", "scores", ALL, ctx.run_date))
     try:
-        gate = _small(run_gate("scores", merged, run_id=ctx.run_id, reference_time=ctx.as_of, settings=settings,
-                               source=ALL))
+        gate = _small(
+            run_gate(
+                "scores", merged, run_id=ctx.run_id, reference_time=ctx.as_of, settings=settings, source=ALL
+            )
+        )
     except GateFailed as exc:
         raise PipelineHalted(f"scores failed validation: {exc}") from None
     reference = _training_profile(settings, scores)
     drift: dict[str, Any] = {"compared": False}
     if reference:
         features = _features_of(lake, ctx.run_date, n_buckets, scores.column("lead_id"))
-        verdict = population_stability(reference, _with_probability(features, scores),
-                                       warn_at=settings.drift_warn_psi, stop_at=settings.drift_stop_psi)
-        drift = {"compared": True, "psi": {k: round(v, 4) for k, v in verdict.psi.items()},
-                 "warnings": sorted(verdict.warnings), "breaches": sorted(verdict.breaches),
-                 "verdict": verdict.explain(), "stop": verdict.stop}
+        verdict = population_stability(
+            reference,
+            _with_probability(features, scores),
+            warn_at=settings.drift_warn_psi,
+            stop_at=settings.drift_stop_psi,
+        )
+        drift = {
+            "compared": True,
+            "psi": {k: round(v, 4) for k, v in verdict.psi.items()},
+            "warnings": sorted(verdict.warnings),
+            "breaches": sorted(verdict.breaches),
+            "verdict": verdict.explain(),
+            "stop": verdict.stop,
+        }
         _write_json(lake, ctx, "drift", drift)
         if verdict.stop:
             raise PipelineHalted(f"push stopped: {verdict.explain()}")
@@ -401,7 +510,9 @@ def _scores_of(lake: Lake, run_date: dt.date, n_buckets: int) -> pa.Table:
 
 
 def _features_of(lake: Lake, run_date: dt.date, n_buckets: int, lead_ids: pa.ChunkedArray) -> pa.Table:
-    parts = [Partition("features", "features", _bucket_label(b, n_buckets), run_date) for b in range(n_buckets)]
+    parts = [
+        Partition("features", "features", _bucket_label(b, n_buckets), run_date) for b in range(n_buckets)
+    ]
     table = pa.concat_tables([lake.read(p) for p in parts])
     return table.filter(pc.is_in(table.column("lead_id"), value_set=lead_ids.combine_chunks()))
 
@@ -444,7 +555,9 @@ def push(settings: Settings, crm: str, ctx: RunContext, *, full: bool = False) -
     from plugins.crm import open_connectors
 
     lake = _lake(settings)
-    gate_file = lake.root / "reports" / "nightly" / f"run_date={ctx.run_date.isoformat()}" / "scores_gate.json"
+    gate_file = (
+        lake.root / "reports" / "nightly" / f"run_date={ctx.run_date.isoformat()}" / "scores_gate.json"
+    )
     if not gate_file.is_file():
         raise PipelineHalted(f"push {crm}: tonight's scores have not passed validation")
     scores = lake.read(Partition("scores", "scores", ALL, ctx.run_date))
@@ -485,15 +598,22 @@ def write_report(settings: Settings, ctx: RunContext, parts: Mapping[str, Any]) 
     previous = _previous_report(lake, ctx.run_date)
     per_crm: dict[str, dict[str, Any]] = {}
     for e in extracted:
-        per_crm.setdefault(e["crm"], {})["extracted"] = {t["table"] + ":" + t["source"]: t["rows"] for t in e["tables"]}
+        per_crm.setdefault(e["crm"], {})["extracted"] = {
+            t["table"] + ":" + t["source"]: t["rows"] for t in e["tables"]
+        }
         per_crm[e["crm"]]["api_calls_extract"] = e["api_calls"]
     for v in validated:
         per_crm.setdefault(v["crm"], {})["validated"] = sum(g.get("passed_rows", 0) for g in v["gates"])
         per_crm[v["crm"]]["quarantined"] = sum(g.get("quarantined_rows", 0) for g in v["gates"])
     for p in pushed:
         c = per_crm.setdefault(p["crm"], {})
-        c.update(pushed=p.get("pushed", 0), rejected=p.get("rejected", 0), skipped_unchanged=p.get("skipped", 0),
-                 api_calls_push=p.get("api_calls", 0), push_stopped=p.get("stopped"))
+        c.update(
+            pushed=p.get("pushed", 0),
+            rejected=p.get("rejected", 0),
+            skipped_unchanged=p.get("skipped", 0),
+            api_calls_push=p.get("api_calls", 0),
+            push_stopped=p.get("stopped"),
+        )
     versions = sorted({s["model_version"] for s in scored})
     report = {
         "run_id": ctx.run_id,
@@ -506,12 +626,17 @@ def write_report(settings: Settings, ctx: RunContext, parts: Mapping[str, Any]) 
         "withheld_for_consent": sum(s["withheld_consent"] for s in scored),
         "closed_not_scored": sum(s["closed"] for s in scored),
         "tiers": dict(sorted(tiers.items())),
-        "tier_change": {t: tiers.get(t, 0) - previous.get("tiers", {}).get(t, 0) for t in ("A", "B", "C", "D")}
-        if previous else None,
+        "tier_change": {
+            t: tiers.get(t, 0) - previous.get("tiers", {}).get(t, 0) for t in ("A", "B", "C", "D")
+        }
+        if previous
+        else None,
         "per_crm": per_crm,
         "drift": parts.get("scores_gate", {}).get("drift"),
         "validation_reports": str(lake.root / "reports" / "validation" / f"run_id={ctx.run_id}"),
-        "api_calls": sum(c.get("api_calls_extract", 0) + c.get("api_calls_push", 0) for c in per_crm.values()),
+        "api_calls": sum(
+            c.get("api_calls_extract", 0) + c.get("api_calls_push", 0) for c in per_crm.values()
+        ),
     }
     report["halted"] = _halt_reason(lake, ctx, parts, per_crm)
     path = _write_json(lake, ctx, "report", report)
@@ -521,7 +646,9 @@ def write_report(settings: Settings, ctx: RunContext, parts: Mapping[str, Any]) 
     return report
 
 
-def _halt_reason(lake: Lake, ctx: RunContext, parts: Mapping[str, Any], per_crm: Mapping[str, Any]) -> str | None:
+def _halt_reason(
+    lake: Lake, ctx: RunContext, parts: Mapping[str, Any], per_crm: Mapping[str, Any]
+) -> str | None:
     """Why this run did not push everything it should have (None when it did)."""
     drift_file = lake.root / "reports" / "nightly" / f"run_date={ctx.run_date.isoformat()}" / "drift.json"
     if not parts.get("scores_gate"):
@@ -551,15 +678,30 @@ def _log_scoring_run(settings: Settings, report: Mapping[str, Any], path: Path) 
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_experiment("prox-nightly-scoring")
     # one MLflow run per nightly run id: a retried report task updates it, never duplicates it
-    existing = mlflow.search_runs(filter_string=f"tags.prox_run_id = '{report['run_id']}'", output_format="list")
-    kwargs = {"run_id": existing[0].info.run_id} if existing else {"run_name": f"nightly-{report['run_date']}"}
+    existing = mlflow.search_runs(
+        filter_string=f"tags.prox_run_id = '{report['run_id']}'", output_format="list"
+    )
+    kwargs = (
+        {"run_id": existing[0].info.run_id} if existing else {"run_name": f"nightly-{report['run_date']}"}
+    )
     with mlflow.start_run(**kwargs) as run:
-        mlflow.set_tags({"prox_run_id": report["run_id"], "prox.kind": "scoring",
-                         "model_name": report["model_name"], "model_version": str(report["model_version"]),
-                         "run_date": report["run_date"]})
-        mlflow.log_metrics({"scored": report["scored"], "withheld_for_consent": report["withheld_for_consent"],
-                            "api_calls": report["api_calls"],
-                            **{f"tier_{t}": c for t, c in report["tiers"].items()}})
+        mlflow.set_tags(
+            {
+                "prox_run_id": report["run_id"],
+                "prox.kind": "scoring",
+                "model_name": report["model_name"],
+                "model_version": str(report["model_version"]),
+                "run_date": report["run_date"],
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "scored": report["scored"],
+                "withheld_for_consent": report["withheld_for_consent"],
+                "api_calls": report["api_calls"],
+                **{f"tier_{t}": c for t, c in report["tiers"].items()},
+            }
+        )
         mlflow.log_artifact(str(path), artifact_path="report")
         return run.info.run_id
 
@@ -570,14 +712,20 @@ def bucket_list(n_buckets: int) -> list[int]:
 
 def summarise(report: Mapping[str, Any], top: Sequence[Mapping[str, Any]] = ()) -> str:
     """A few lines for people: what was scored and pushed, where to look."""
-    lines = [f"Nightly run {report['run_date']} (model {report['model_name']} v{report['model_version']}"
-             f"{', cold start rules' if report.get('cold_start') else ''}): {report['scored']:,} leads scored, "
-             f"{report['withheld_for_consent']:,} withheld for consent",
-             "Tiers: " + ", ".join(f"{t} {c:,}" for t, c in report["tiers"].items())]
+    lines = [
+        f"Nightly run {report['run_date']} (model {report['model_name']} v{report['model_version']}"
+        f"{', cold start rules' if report.get('cold_start') else ''}): {report['scored']:,} leads scored, "
+        f"{report['withheld_for_consent']:,} withheld for consent",
+        "Tiers: " + ", ".join(f"{t} {c:,}" for t, c in report["tiers"].items()),
+    ]
     for crm, c in report["per_crm"].items():
-        lines.append(f"{crm}: pushed {c.get('pushed', 0):,}, unchanged {c.get('skipped_unchanged', 0):,}, "
-                     f"rejected {c.get('rejected', 0):,}, quarantined {c.get('quarantined', 0):,}, "
-                     f"API calls {c.get('api_calls_extract', 0) + c.get('api_calls_push', 0):,}")
+        lines.append(
+            f"{crm}: pushed {c.get('pushed', 0):,}, unchanged {c.get('skipped_unchanged', 0):,}, "
+            f"rejected {c.get('rejected', 0):,}, quarantined {c.get('quarantined', 0):,}, "
+            f"API calls {c.get('api_calls_extract', 0) + c.get('api_calls_push', 0):,}"
+        )
     for row in top:
-        lines.append(f"  {row['lead_id']}  score {row['score']} tier {row['tier']}: {'; '.join(row['reasons'])}")
+        lines.append(
+            f"  {row['lead_id']}  score {row['score']} tier {row['tier']}: {'; '.join(row['reasons'])}"
+        )
     return "\n".join(lines)

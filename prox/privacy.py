@@ -20,8 +20,24 @@ from features.contract import LEADS, PII_COLUMNS, conform
 
 KEY_ENV = "PROX_PII_HASH_KEY"
 FREE_EMAIL_DOMAINS = frozenset(
-    {"gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "aol.com", "icloud.com", "gmx.de", "web.de",
-     "mail.ru", "yandex.ru", "qq.com", "163.com", "proton.me", "live.com", "orange.fr", "libero.it"}
+    {
+        "gmail.com",
+        "yahoo.com",
+        "hotmail.com",
+        "outlook.com",
+        "aol.com",
+        "icloud.com",
+        "gmx.de",
+        "web.de",
+        "mail.ru",
+        "yandex.ru",
+        "qq.com",
+        "163.com",
+        "proton.me",
+        "live.com",
+        "orange.fr",
+        "libero.it",
+    }
 )
 
 
@@ -43,7 +59,10 @@ def hash_emails(emails: pa.Array | pa.ChunkedArray, key: bytes) -> pa.Array:
     """Keyed hashes of normalised (trimmed, lower-case) emails; null stays null."""
     normalised = pc.utf8_lower(pc.utf8_trim_whitespace(emails)).to_pylist()
     return pa.array(
-        [None if e is None else hmac.new(key, e.encode(), hashlib.sha256).hexdigest()[:32] for e in normalised],
+        [
+            None if e is None else hmac.new(key, e.encode(), hashlib.sha256).hexdigest()[:32]
+            for e in normalised
+        ],
         type=pa.string(),
     )
 

@@ -134,7 +134,9 @@ class Settings:
                 f"PROX_QUARANTINE_THRESHOLD: must be within (0, 1], got {self.quarantine_threshold}"
             )
         if self.consent_policy not in ("opt_in", "opt_out"):
-            raise SettingsError(f"PROX_CONSENT_POLICY: expected opt_in or opt_out, got {self.consent_policy!r}")
+            raise SettingsError(
+                f"PROX_CONSENT_POLICY: expected opt_in or opt_out, got {self.consent_policy!r}"
+            )
         if not 0 < self.drift_warn_psi <= self.drift_stop_psi:
             raise SettingsError(
                 f"PROX_DRIFT_WARN_PSI/PROX_DRIFT_STOP_PSI: need 0 < warn <= stop, got {self.drift_warn_psi}, {self.drift_stop_psi}"

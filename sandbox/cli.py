@@ -17,12 +17,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="simulate a B2B lead population, its engagement and conversions",
         description="Simulate a realistic CRM world (canonical tables, status history and hidden truth).",
     )
-    p.add_argument("--leads", type=positive_int, default=None, help="number of leads (default PROX_DEMO_LEADS)")
+    p.add_argument(
+        "--leads", type=positive_int, default=None, help="number of leads (default PROX_DEMO_LEADS)"
+    )
     p.add_argument("--days", type=positive_int, default=None, help="days of history (default PROX_DEMO_DAYS)")
     p.add_argument("--seed", type=non_negative_int, default=None, help="random seed (default PROX_SEED)")
-    p.add_argument("--end", type=_date, default=None, help="last day observed, YYYY-MM-DD (default 2026-11-01)")
-    p.add_argument("--crm-split", default=None, help="e.g. 'salesforce=0.6,hubspot=0.4' (default PROX_CRM_SPLIT)")
-    p.add_argument("--dirt-rate", type=float, default=None, help="share of dirty records (default PROX_DIRT_RATE)")
+    p.add_argument(
+        "--end", type=_date, default=None, help="last day observed, YYYY-MM-DD (default 2026-11-01)"
+    )
+    p.add_argument(
+        "--crm-split", default=None, help="e.g. 'salesforce=0.6,hubspot=0.4' (default PROX_CRM_SPLIT)"
+    )
+    p.add_argument(
+        "--dirt-rate", type=float, default=None, help="share of dirty records (default PROX_DIRT_RATE)"
+    )
     p.add_argument("--out", type=Path, default=None, help="output directory (default <data dir>/world)")
     p.set_defaults(func=run)
 
@@ -54,5 +62,7 @@ def run(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     summary = write_world(spec, out)
-    print(json.dumps({"out": str(out), "seconds": round(time.perf_counter() - started, 2), **summary}, indent=2))
+    print(
+        json.dumps({"out": str(out), "seconds": round(time.perf_counter() - started, 2), **summary}, indent=2)
+    )
     return 0

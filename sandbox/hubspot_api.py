@@ -547,8 +547,17 @@ def create_app(store: Store, faults: Faults, credentials: dict[str, str]) -> Fas
         rows: list[dict[str, Any]] = []
         chunk = 4 * (limit + 1)
         while len(rows) <= limit:
-            batch = list(store.scan(SYSTEM, "events", since=None if position else since,
-                                    since_inclusive=False, until=until, after_stamp_id=position, limit=chunk))
+            batch = list(
+                store.scan(
+                    SYSTEM,
+                    "events",
+                    since=None if position else since,
+                    since_inclusive=False,
+                    until=until,
+                    after_stamp_id=position,
+                    limit=chunk,
+                )
+            )
             for r in batch:
                 if wanted_type and r["eventType"] != wanted_type:
                     continue

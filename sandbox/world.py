@@ -95,8 +95,14 @@ COUNTRIES = (
     ("ZA", "Africa", 0.01, "co.za", "+27"),
     ("AE", "Middle East", 0.01, "ae", "+971"),
 )  # ISO code, region, share, TLD, phone prefix
-REGION_FIT = {"North America": 0.10, "Europe": 0.0, "Asia Pacific": -0.10, "Latin America": -0.30,
-              "Africa": -0.30, "Middle East": -0.10}
+REGION_FIT = {
+    "North America": 0.10,
+    "Europe": 0.0,
+    "Asia Pacific": -0.10,
+    "Latin America": -0.30,
+    "Africa": -0.30,
+    "Middle East": -0.10,
+}
 #: Countries under GDPR-style consent: fewer leads give processing consent there.
 CONSENT_REGIONS = ("Europe",)
 
@@ -136,21 +142,33 @@ DEPARTMENTS = (  # name, share, fit effect
     ("Other", 0.04, -0.40),
 )
 _C_TITLES = {
-    "Marketing": ("CMO", "Chief Marketing Officer"), "Sales": ("CRO", "Chief Revenue Officer"),
-    "IT": ("CIO", "Chief Information Officer"), "Engineering": ("CTO", "Chief Technology Officer"),
-    "Operations": ("COO", "Chief Operating Officer"), "Finance": ("CFO", "Chief Financial Officer"),
-    "Human Resources": ("CHRO", "Chief People Officer"), "Executive": ("CEO", "Founder & CEO"),
+    "Marketing": ("CMO", "Chief Marketing Officer"),
+    "Sales": ("CRO", "Chief Revenue Officer"),
+    "IT": ("CIO", "Chief Information Officer"),
+    "Engineering": ("CTO", "Chief Technology Officer"),
+    "Operations": ("COO", "Chief Operating Officer"),
+    "Finance": ("CFO", "Chief Financial Officer"),
+    "Human Resources": ("CHRO", "Chief People Officer"),
+    "Executive": ("CEO", "Founder & CEO"),
     "Other": ("Chief of Staff", "Chief Strategy Officer"),
 }
 _IC_ROLES = {
-    "Marketing": "Marketing Specialist", "Sales": "Account Executive", "IT": "Systems Administrator",
-    "Engineering": "Software Engineer", "Operations": "Operations Analyst", "Finance": "Financial Analyst",
-    "Human Resources": "HR Generalist", "Executive": "Executive Assistant", "Other": "Consultant",
+    "Marketing": "Marketing Specialist",
+    "Sales": "Account Executive",
+    "IT": "Systems Administrator",
+    "Engineering": "Software Engineer",
+    "Operations": "Operations Analyst",
+    "Finance": "Financial Analyst",
+    "Human Resources": "HR Generalist",
+    "Executive": "Executive Assistant",
+    "Other": "Consultant",
 }
 
 
 def _title_variants(seniority: str, dept: str) -> tuple[str, str, str]:
-    short = {"Human Resources": "HR", "Executive": "Strategy", "Other": "Business Development"}.get(dept, dept)
+    short = {"Human Resources": "HR", "Executive": "Strategy", "Other": "Business Development"}.get(
+        dept, dept
+    )
     if seniority == "C-Level":
         a, b = _C_TITLES[dept]
         return a, b, b
@@ -195,27 +213,74 @@ _NAME_PARTS_B = (
     "forge scale sphere wise flow hub base stack mind grid link dyn metrics nomics ify ly io"
 ).split()
 _NAME_KINDS = ("Inc", "LLC", "Ltd", "GmbH", "Group", "Corp", "Solutions", "Partners", "Holdings", "Co")
-FREE_DOMAINS = ("gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com", "aol.com", "gmx.de",
-                "proton.me")
+FREE_DOMAINS = (
+    "gmail.com",
+    "yahoo.com",
+    "hotmail.com",
+    "outlook.com",
+    "icloud.com",
+    "aol.com",
+    "gmx.de",
+    "proton.me",
+)
 
 # Engagement event types: channel, action, high intent?, base weight (low) or weight (high), details
 EVENT_TYPES = (
-    ("email", "open", False, 30.0, ("Monthly Newsletter", "Product Update", "Customer Story", "Event Invite",
-                                    "Nurture Sequence 1", "Nurture Sequence 2", "Nurture Sequence 3")),
-    ("email", "click", False, 9.0, ("Monthly Newsletter", "Product Update", "Customer Story", "Event Invite")),
+    (
+        "email",
+        "open",
+        False,
+        30.0,
+        (
+            "Monthly Newsletter",
+            "Product Update",
+            "Customer Story",
+            "Event Invite",
+            "Nurture Sequence 1",
+            "Nurture Sequence 2",
+            "Nurture Sequence 3",
+        ),
+    ),
+    (
+        "email",
+        "click",
+        False,
+        9.0,
+        ("Monthly Newsletter", "Product Update", "Customer Story", "Event Invite"),
+    ),
     ("email", "bounce", False, 0.4, ("Monthly Newsletter",)),
     ("email", "unsubscribe", False, 0.25, ("Monthly Newsletter", "Nurture Sequence 2")),
-    ("web", "visit", False, 28.0, ("/", "/blog/lead-scoring-101", "/blog/crm-hygiene", "/blog/ai-in-sales",
-                                   "/blog/pipeline-forecasting", "/product", "/product/integrations",
-                                   "/product/security", "/about", "/careers")),
+    (
+        "web",
+        "visit",
+        False,
+        28.0,
+        (
+            "/",
+            "/blog/lead-scoring-101",
+            "/blog/crm-hygiene",
+            "/blog/ai-in-sales",
+            "/blog/pipeline-forecasting",
+            "/product",
+            "/product/integrations",
+            "/product/security",
+            "/about",
+            "/careers",
+        ),
+    ),
     ("ad", "click", False, 4.0, ("LinkedIn Retargeting", "Google Search Brand", "Display Prospecting")),
     ("form", "submit", False, 2.5, ("ebook-download", "newsletter-signup", "whitepaper-download")),
     ("webinar", "register", False, 1.5, ("Webinar: Scoring Leads with AI", "Webinar: RevOps Playbook")),
     ("webinar", "attend", False, 1.0, ("Webinar: Scoring Leads with AI", "Webinar: RevOps Playbook")),
     ("chat", "reply", False, 1.0, ("website-chat",)),
     # high intent
-    ("web", "visit", True, 10.0, ("/pricing", "/demo", "/case-studies/fintech", "/case-studies/saas",
-                                  "/product/enterprise")),
+    (
+        "web",
+        "visit",
+        True,
+        10.0,
+        ("/pricing", "/demo", "/case-studies/fintech", "/case-studies/saas", "/product/enterprise"),
+    ),
     ("form", "submit", True, 2.0, ("demo-request", "contact-sales", "pricing-quote")),
     ("email", "reply", True, 2.0, ("Sales Follow-up",)),
     ("call", "completed", True, 2.5, ("Discovery Call", "Follow-up Call")),
@@ -256,7 +321,9 @@ class WorldSpec:
             raise ValueError(f"events_per_lead must be >= 0, got {self.events_per_lead}")
         unknown = set(self.crm_split) - {"salesforce", "hubspot"}
         if unknown or abs(sum(self.crm_split.values()) - 1.0) > 1e-6:
-            raise ValueError(f"crm_split must give salesforce and hubspot shares summing to 1, got {self.crm_split}")
+            raise ValueError(
+                f"crm_split must give salesforce and hubspot shares summing to 1, got {self.crm_split}"
+            )
 
     @property
     def end_us(self) -> int:
@@ -427,9 +494,7 @@ def _draw(spec: WorldSpec) -> _Draft:
     conv_age = np.full(n, np.inf)
     will = e < hazard
     conv_age[will] = _delay_ppf(e[will] / hazard[will])
-    disq_age = np.where(
-        (fit < -0.3) & (rng[4].random(n) < 0.7), rng[4].uniform(120, 240, n), np.inf
-    )
+    disq_age = np.where((fit < -0.3) & (rng[4].random(n) < 0.7), rng[4].uniform(120, 240, n), np.inf)
     conv_age = np.where(conv_age < disq_age, conv_age, np.inf)
     conv_us = _age_to_us(created_us, conv_age)
     disq_us = np.where(np.isinf(conv_age), _age_to_us(created_us, disq_age), np.iinfo(np.int64).max)
@@ -493,8 +558,10 @@ def _draw(spec: WorldSpec) -> _Draft:
             "intent": intent,
             "hazard": hazard,
             "conversion_at": _ts(np.where(np.isfinite(conv_age), conv_us, 0), mask=~np.isfinite(conv_age)),
-            "disqualified_at": _ts(np.where(np.isfinite(disq_age), _age_to_us(created_us, disq_age), 0),
-                                   mask=~np.isfinite(disq_age)),
+            "disqualified_at": _ts(
+                np.where(np.isfinite(disq_age), _age_to_us(created_us, disq_age), 0),
+                mask=~np.isfinite(disq_age),
+            ),
             "disqualify_age_days": disq_age,
             "seniority": pa.array([s[0] for s in SENIORITIES]).take(pa.array(seniority)),
             "department": pa.array([d[0] for d in DEPARTMENTS]).take(pa.array(department)),
@@ -640,7 +707,9 @@ def _simulate_events(
     for mask, types in ((~hi, lo_types), (hi, hi_types)):
         w = np.array([EVENT_TYPES[i][3] for i in types])
         etype[mask] = np.array(types, dtype=np.int16)[
-            np.searchsorted(np.cumsum(w) / w.sum(), rng.random(int(mask.sum())), side="right").clip(0, len(types) - 1)
+            np.searchsorted(np.cumsum(w) / w.sum(), rng.random(int(mask.sum())), side="right").clip(
+                0, len(types) - 1
+            )
         ]
     # an unsubscribe ends the lead's email stream
     unsub_type = next(i for i, t in enumerate(EVENT_TYPES) if t[:2] == ("email", "unsubscribe"))
@@ -660,7 +729,13 @@ def _simulate_events(
             value[sel] = np.round(rng.lognormal(3.6, 1.0, int(sel.sum())), 1)  # seconds on page
         elif (channel, action) in (("webinar", "attend"), ("call", "completed"), ("meeting", "attend")):
             value[sel] = np.round(rng.uniform(5, 60, int(sel.sum())))  # minutes
-    return {"lead": ev_lead, "occurred_us": occurred, "etype": etype, "detail": detail_pick, "value": value}, unsub_us
+    return {
+        "lead": ev_lead,
+        "occurred_us": occurred,
+        "etype": etype,
+        "detail": detail_pick,
+        "value": value,
+    }, unsub_us
 
 
 def _activity_batches(draft: _Draft, chunk: int = 4 * ROW_GROUP) -> Iterator[pa.RecordBatch]:
@@ -694,22 +769,23 @@ def _activity_batches(draft: _Draft, chunk: int = 4 * ROW_GROUP) -> Iterator[pa.
         code = pa.array(src_code[sl])
         seq_str = pc.cast(pa.array(seq[sl]), pa.string())
         padded = pc.if_else(
-            pc.equal(code, 0), pc.utf8_lpad(seq_str, 15, "0"),
+            pc.equal(code, 0),
+            pc.utf8_lpad(seq_str, 15, "0"),
             pc.if_else(pc.equal(code, 2), pc.utf8_lpad(seq_str, 11, "0"), seq_str),
         )
         yield pa.record_batch(
-                {
-                    "event_id": pc.binary_join_element_wise(vocab["prefix"].take(code), padded, ""),
-                    "lead_id": lead_ids.take(pa.array(lead[sl])),
-                    "source": vocab["source"].take(code),
-                    "occurred_at": _ts(events["occurred_us"][sl]),
-                    "channel": vocab["channel"].take(pa.array(etype[sl])),
-                    "action": vocab["action"].take(pa.array(etype[sl])),
-                    "detail": vocab["detail"].take(pa.array(detail_idx[sl])),
-                    "value": pa.array(events["value"][sl], from_pandas=True),
-                },
-                schema=ACTIVITIES,
-            )
+            {
+                "event_id": pc.binary_join_element_wise(vocab["prefix"].take(code), padded, ""),
+                "lead_id": lead_ids.take(pa.array(lead[sl])),
+                "source": vocab["source"].take(code),
+                "occurred_at": _ts(events["occurred_us"][sl]),
+                "channel": vocab["channel"].take(pa.array(etype[sl])),
+                "action": vocab["action"].take(pa.array(etype[sl])),
+                "detail": vocab["detail"].take(pa.array(detail_idx[sl])),
+                "value": pa.array(events["value"][sl], from_pandas=True),
+            },
+            schema=ACTIVITIES,
+        )
 
 
 def _status_history(
@@ -733,7 +809,9 @@ def _status_history(
     quiet = created_us + 60 * DAY_US
     nurturing = np.where((conv_us > quiet) & (disq_us > quiet), quiet, never)
     qualified = np.where(
-        conv_us < never, np.maximum(conv_us - (rng.uniform(1, 5, n) * DAY_US).astype(np.int64), created_us + 1), never
+        conv_us < never,
+        np.maximum(conv_us - (rng.uniform(1, 5, n) * DAY_US).astype(np.int64), created_us + 1),
+        never,
     )
     # sales start working a lead before they nurture or qualify it, never after
     working = np.where(working < never, np.minimum(working, np.minimum(nurturing, qualified) - 1), never)
@@ -774,7 +852,9 @@ def _lead_identifiers(is_sf: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array]:
     seq[is_sf] = np.arange(int(is_sf.sum()))
     seq[~is_sf] = np.arange(int((~is_sf).sum()))
     seq_str = pc.cast(pa.array(seq), pa.string())
-    sf_ids = pc.binary_join_element_wise(pa.scalar("00Q"), pc.utf8_lpad(seq_str, 12, "0"), pa.scalar("AAA"), "")
+    sf_ids = pc.binary_join_element_wise(
+        pa.scalar("00Q"), pc.utf8_lpad(seq_str, 12, "0"), pa.scalar("AAA"), ""
+    )
     hs_ids = pc.cast(pa.array(seq * 7 + 100_001), pa.string())
     mask = pa.array(is_sf)
     crm_ids = pc.if_else(mask, sf_ids, hs_ids)
@@ -814,7 +894,8 @@ def _emails(
     pattern = rng.integers(0, 3, n)
     initial = pc.utf8_slice_codeunits(f, 0, 1)
     local_corp = pc.if_else(
-        pa.array(pattern == 0), pc.binary_join_element_wise(f, la, "."),
+        pa.array(pattern == 0),
+        pc.binary_join_element_wise(f, la, "."),
         pc.if_else(pa.array(pattern == 1), pc.binary_join_element_wise(initial, la, ""), f),
     )
     number = pc.cast(pa.array(rng.integers(1, 999, n)), pa.string())
@@ -847,7 +928,9 @@ def _natural_missingness(rng: np.random.Generator, table: pa.Table, is_sf: np.nd
     return table
 
 
-def _add_dirt(rng: np.random.Generator, spec: WorldSpec, raw: pa.Table, truth: pa.Table) -> tuple[pa.Table, pa.Table]:
+def _add_dirt(
+    rng: np.random.Generator, spec: WorldSpec, raw: pa.Table, truth: pa.Table
+) -> tuple[pa.Table, pa.Table]:
     """Plant realistic dirt; ``truth.dirt`` names what was planted in each row."""
     r = spec.dirt_rate
     n = raw.num_rows
@@ -866,11 +949,19 @@ def _add_dirt(rng: np.random.Generator, spec: WorldSpec, raw: pa.Table, truth: p
         mark(mask, f"missing:{col}")
     # inconsistent casing and spelling
     variants = {
-        "industry": {"Software": ["software", "SOFTWARE", "Software & SaaS", "Computer Software"],
-                     "Financial Services": ["financial services", "Finance", "FinServ"],
-                     "Healthcare": ["Health Care", "healthcare"], "Retail": ["retail", "Retail & eCommerce"]},
-        "country": {"US": ["USA", "United States", "U.S.", "us"], "GB": ["UK", "United Kingdom", "gb"],
-                    "DE": ["Germany", "de"], "FR": ["France"], "IN": ["India"]},
+        "industry": {
+            "Software": ["software", "SOFTWARE", "Software & SaaS", "Computer Software"],
+            "Financial Services": ["financial services", "Finance", "FinServ"],
+            "Healthcare": ["Health Care", "healthcare"],
+            "Retail": ["retail", "Retail & eCommerce"],
+        },
+        "country": {
+            "US": ["USA", "United States", "U.S.", "us"],
+            "GB": ["UK", "United Kingdom", "gb"],
+            "DE": ["Germany", "de"],
+            "FR": ["France"],
+            "IN": ["India"],
+        },
     }
     for col, mapping in variants.items():
         values = raw[col].to_numpy(zero_copy_only=False).astype(object)
@@ -884,8 +975,14 @@ def _add_dirt(rng: np.random.Generator, spec: WorldSpec, raw: pa.Table, truth: p
     emails = raw["email"].to_numpy(zero_copy_only=False).astype(object)
     mask = rng.random(n) < r / 2
     kinds = rng.integers(0, 4, n)
-    for k, fn in enumerate((lambda e: e.replace("@", "@@"), lambda e: e.replace("@", " at "),
-                            lambda e: e.split("@")[0], lambda e: " " + e.upper().replace(".", ",", 1))):
+    for k, fn in enumerate(
+        (
+            lambda e: e.replace("@", "@@"),
+            lambda e: e.replace("@", " at "),
+            lambda e: e.split("@")[0],
+            lambda e: " " + e.upper().replace(".", ",", 1),
+        )
+    ):
         sel = mask & (kinds == k)
         emails[sel] = [fn(e) for e in emails[sel]]
     mark(mask, "malformed:email")
@@ -896,27 +993,39 @@ def _add_dirt(rng: np.random.Generator, spec: WorldSpec, raw: pa.Table, truth: p
     bad_emp = rng.random(n) < r / 4
     emp[bad_emp] = np.where(rng.random(int(bad_emp.sum())) < 0.5, -emp[bad_emp], 5_000_000_000)
     mark(bad_emp & ~np.isnan(emp), "impossible:employees")
-    raw = raw.set_column(raw.schema.get_field_index("employees"), "employees",
-                         pa.array(emp, type=pa.float64(), from_pandas=True).cast(pa.int64()))
+    raw = raw.set_column(
+        raw.schema.get_field_index("employees"),
+        "employees",
+        pa.array(emp, type=pa.float64(), from_pandas=True).cast(pa.int64()),
+    )
     rev = raw["annual_revenue"].to_numpy(zero_copy_only=False).astype(float)
     bad_rev = (rng.random(n) < r / 4) & ~np.isnan(rev)
     rev[bad_rev] = -rev[bad_rev]
     mark(bad_rev, "impossible:annual_revenue")
-    raw = raw.set_column(raw.schema.get_field_index("annual_revenue"), "annual_revenue",
-                         pa.array(rev, type=pa.float64(), from_pandas=True))
+    raw = raw.set_column(
+        raw.schema.get_field_index("annual_revenue"),
+        "annual_revenue",
+        pa.array(rev, type=pa.float64(), from_pandas=True),
+    )
     truth = truth.set_column(truth.schema.get_field_index("dirt"), "dirt", pa.array(dirt, type=pa.string()))
     # duplicate leads: the same person entered again a few days later, in the same CRM
     dup_src = np.nonzero(rng.random(n) < r)[0]
     if dup_src.size:
         dups = raw.take(pa.array(dup_src))
-        created = dups["created_at"].cast(pa.int64()).to_numpy() + (rng.uniform(1, 20, dup_src.size) * DAY_US).astype(np.int64)
+        created = dups["created_at"].cast(pa.int64()).to_numpy() + (
+            rng.uniform(1, 20, dup_src.size) * DAY_US
+        ).astype(np.int64)
         created = np.minimum(created, spec.end_us - 1)
         is_sf = pc.equal(dups["source"], "salesforce").to_numpy(zero_copy_only=False)
         base = n + np.arange(dup_src.size)
         seq_str = pc.cast(pa.array(base), pa.string())
-        crm = pc.if_else(pa.array(is_sf),
-                         pc.binary_join_element_wise(pa.scalar("00Q"), pc.utf8_lpad(seq_str, 12, "0"), pa.scalar("DUP"), ""),
-                         pc.cast(pa.array(base * 7 + 100_003), pa.string()))
+        crm = pc.if_else(
+            pa.array(is_sf),
+            pc.binary_join_element_wise(
+                pa.scalar("00Q"), pc.utf8_lpad(seq_str, 12, "0"), pa.scalar("DUP"), ""
+            ),
+            pc.cast(pa.array(base * 7 + 100_003), pa.string()),
+        )
         lead_id = pc.binary_join_element_wise(dups["source"], crm, ":")
         email = pc.utf8_upper(dups["email"])  # the same address, typed differently
         dup_table = (
@@ -926,20 +1035,41 @@ def _add_dirt(rng: np.random.Generator, spec: WorldSpec, raw: pa.Table, truth: p
             .set_column(dups.schema.get_field_index("updated_at"), "updated_at", _ts(created))
             .set_column(dups.schema.get_field_index("email"), "email", email)
             .set_column(dups.schema.get_field_index("status"), "status", pa.array(["open"] * dup_src.size))
-            .set_column(dups.schema.get_field_index("converted"), "converted", pa.array(np.zeros(dup_src.size, bool)))
-            .set_column(dups.schema.get_field_index("converted_at"), "converted_at", pa.nulls(dup_src.size, raw.schema.field("converted_at").type))
+            .set_column(
+                dups.schema.get_field_index("converted"), "converted", pa.array(np.zeros(dup_src.size, bool))
+            )
+            .set_column(
+                dups.schema.get_field_index("converted_at"),
+                "converted_at",
+                pa.nulls(dup_src.size, raw.schema.field("converted_at").type),
+            )
         )
         raw = pa.concat_tables([raw, dup_table.cast(raw.schema)])
         dup_truth = truth.take(pa.array(dup_src))
         dup_truth = (
             dup_truth.set_column(0, "lead_id", lead_id)
             .set_column(dup_truth.schema.get_field_index("created_at"), "created_at", _ts(created))
-            .set_column(dup_truth.schema.get_field_index("hazard"), "hazard", pa.array(np.zeros(dup_src.size)))
-            .set_column(dup_truth.schema.get_field_index("conversion_at"), "conversion_at",
-                        pa.nulls(dup_src.size, truth.schema.field("conversion_at").type))
-            .set_column(dup_truth.schema.get_field_index("is_duplicate"), "is_duplicate", pa.array(np.ones(dup_src.size, bool)))
-            .set_column(dup_truth.schema.get_field_index("duplicate_of"), "duplicate_of", truth["lead_id"].take(pa.array(dup_src)))
-            .set_column(dup_truth.schema.get_field_index("dirt"), "dirt", pa.array(["duplicate"] * dup_src.size))
+            .set_column(
+                dup_truth.schema.get_field_index("hazard"), "hazard", pa.array(np.zeros(dup_src.size))
+            )
+            .set_column(
+                dup_truth.schema.get_field_index("conversion_at"),
+                "conversion_at",
+                pa.nulls(dup_src.size, truth.schema.field("conversion_at").type),
+            )
+            .set_column(
+                dup_truth.schema.get_field_index("is_duplicate"),
+                "is_duplicate",
+                pa.array(np.ones(dup_src.size, bool)),
+            )
+            .set_column(
+                dup_truth.schema.get_field_index("duplicate_of"),
+                "duplicate_of",
+                truth["lead_id"].take(pa.array(dup_src)),
+            )
+            .set_column(
+                dup_truth.schema.get_field_index("dirt"), "dirt", pa.array(["duplicate"] * dup_src.size)
+            )
         )
         truth = pa.concat_tables([truth, dup_truth.cast(truth.schema)])
     return raw, truth
@@ -995,7 +1125,9 @@ def _age_to_us(created_us: np.ndarray, age_days: np.ndarray) -> np.ndarray:
 
 
 def _ts(us: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
-    return pa.array(np.asarray(us, dtype=np.int64), type=pa.int64(), mask=mask).cast(pa.timestamp("us", tz="UTC"))
+    return pa.array(np.asarray(us, dtype=np.int64), type=pa.int64(), mask=mask).cast(
+        pa.timestamp("us", tz="UTC")
+    )
 
 
 def _to_us(moment: dt.datetime) -> int:

@@ -57,6 +57,11 @@ def airflow_db(session_settings: Settings) -> Iterator[Path]:
     home = session_settings.airflow_home
     (home / "plugins").mkdir(parents=True, exist_ok=True)
     airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, env=os.environ.copy(),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        [str(airflow), "db", "migrate"],
+        check=True,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     yield home

@@ -61,12 +61,16 @@ class ServeConfig:
         settings = Settings.from_env(env)
         token_file = Path(env.get("PROX_SERVE_TOKEN_FILE") or settings.secrets_dir / "serve_tokens")
         return cls(
-            tracking_uri=settings.tracking_uri, model_name=settings.model_name, data_dir=settings.data_dir,
+            tracking_uri=settings.tracking_uri,
+            model_name=settings.model_name,
+            data_dir=settings.data_dir,
             state_path=Path(env.get("PROX_SERVE_STATE") or settings.data_dir / "serve" / "online.sqlite"),
-            tokens=TokenStore.load(token_file, env), alias=env.get("PROX_SERVE_ALIAS", "champion"),
+            tokens=TokenStore.load(token_file, env),
+            alias=env.get("PROX_SERVE_ALIAS", "champion"),
             poll_seconds=float(env.get("PROX_SERVE_POLL_SECONDS", "0")),
             max_body_bytes=int(env.get("PROX_SERVE_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
-            synchronous=env.get("PROX_SERVE_SYNC", "FULL"), push=env.get("PROX_SERVE_PUSH", "1") != "0",
+            synchronous=env.get("PROX_SERVE_SYNC", "FULL"),
+            push=env.get("PROX_SERVE_PUSH", "1") != "0",
             consent_policy=settings.consent_policy,
         )
 
@@ -112,8 +116,13 @@ class _Guard:
 
 
 async def _plain(send: Any, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -135,10 +144,18 @@ def _check(request: Request, role: str) -> None:
 
 
 def _response(s: LeadScore, include_features: bool) -> ScoreResponse:
-    return ScoreResponse(lead_id=s.lead_id, as_of=s.as_of, probability=s.probability, score=s.score, tier=s.tier,
-                         reasons_positive=s.reasons_positive, reasons_negative=s.reasons_negative,
-                         model_name=s.model_name, model_version=s.model_version,
-                         features=s.features if include_features else None)
+    return ScoreResponse(
+        lead_id=s.lead_id,
+        as_of=s.as_of,
+        probability=s.probability,
+        score=s.score,
+        tier=s.tier,
+        reasons_positive=s.reasons_positive,
+        reasons_negative=s.reasons_negative,
+        model_name=s.model_name,
+        model_version=s.model_version,
+        features=s.features if include_features else None,
+    )
 
 
 def consents(lead: Mapping[str, Any], policy: str) -> bool:
@@ -152,15 +169,22 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def score_from_state(state: OnlineState, scorer: Any, lead: Mapping[str, Any], as_of: dt.datetime) -> LeadScore:
+def score_from_state(
+    state: OnlineState, scorer: Any, lead: Mapping[str, Any], as_of: dt.datetime
+) -> LeadScore:
     """Score a lead from its stored events, status changes and account peers."""
     from features.online import lead_features
 
     lead_id = lead["lead_id"]
     peers = state.peers(lead_id, account_key(lead.get("company_domain")))
-    features, _ = lead_features(lead, state.events([lead_id]), as_of, status_history=state.status_history(lead_id),
-                                peers=peers or None,
-                                peer_events=state.events([p["lead_id"] for p in peers]) if peers else None)
+    features, _ = lead_features(
+        lead,
+        state.events([lead_id]),
+        as_of,
+        status_history=state.status_history(lead_id),
+        peers=peers or None,
+        peer_events=state.events([p["lead_id"] for p in peers]) if peers else None,
+    )
     return score_features(scorer, lead_id, as_of, features)
 
 
@@ -172,7 +196,9 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.config = config
         app.state.state = OnlineState(config.state_path, synchronous=config.synchronous)
-        app.state.model = await asyncio.to_thread(ModelHolder, config.tracking_uri, config.model_name, config.alias)
+        app.state.model = await asyncio.to_thread(
+            ModelHolder, config.tracking_uri, config.model_name, config.alias
+        )
         stop = threading.Event()
         threads = []
         app.state.pusher = None
@@ -180,8 +206,14 @@ def create_app(config: ServeConfig) -> FastAPI:
             app.state.pusher = PushWorker(config.state_path, config.data_dir, synchronous=config.synchronous)
             threads.append(threading.Thread(target=app.state.pusher.run, name="prox-push", daemon=True))
         if config.poll_seconds > 0:
-            threads.append(threading.Thread(target=app.state.model.poll_forever, args=(config.poll_seconds, stop),
-                                            name="prox-model-poll", daemon=True))
+            threads.append(
+                threading.Thread(
+                    target=app.state.model.poll_forever,
+                    args=(config.poll_seconds, stop),
+                    name="prox-model-poll",
+                    daemon=True,
+                )
+            )
         for t in threads:
             t.start()
         app.state.ready = True
@@ -198,13 +230,21 @@ def create_app(config: ServeConfig) -> FastAPI:
                 t.join(timeout=5)
             app.state.state.close()
 
-    app = FastAPI(title="ProX hot scoring", version="1", lifespan=lifespan,
-                  description="Scores one lead in milliseconds as its engagement arrives.")
+    app = FastAPI(
+        title="ProX hot scoring",
+        version="1",
+        lifespan=lifespan,
+        description="Scores one lead in milliseconds as its engagement arrives.",
+    )
     app.state.ready = False
     app.state.config = config
 
-    @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True,
-              dependencies=[_role("score")])
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        response_model_exclude_none=True,
+        dependencies=[_role("score")],
+    )
     async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
         """Probability, score, tier and reasons of one lead (role ``score``)."""
         from features.build import FeatureInputError
@@ -215,31 +255,49 @@ def create_app(config: ServeConfig) -> FastAPI:
         lead = body.lead.row()
         if not consents(lead, config.consent_policy):
             field = "opted_out" if lead.get("opted_out") else "consent_processing"
-            raise HTTPException(422, [{"loc": ["body", "lead", field], "type": "consent",
-                                       "msg": f"lead is not scored without processing consent ({config.consent_policy})"}])
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "loc": ["body", "lead", field],
+                        "type": "consent",
+                        "msg": f"lead is not scored without processing consent ({config.consent_policy})",
+                    }
+                ],
+            )
         try:
             if body.events is None:
                 result = score_from_state(request.app.state.state, scorer, lead, as_of)
             else:
                 features, _ = lead_features(
-                    lead, [e.model_dump() for e in body.events], as_of,
+                    lead,
+                    [e.model_dump() for e in body.events],
+                    as_of,
                     status_history=[s.model_dump() for s in body.status_history or []],
                     peers=[p.row() for p in body.peers] if body.peers else None,
-                    peer_events=[e.model_dump() for e in body.peer_events] if body.peer_events else None)
+                    peer_events=[e.model_dump() for e in body.peer_events] if body.peer_events else None,
+                )
                 result = score_features(scorer, lead["lead_id"], as_of, features)
         except FeatureInputError as exc:
             raise HTTPException(422, [{"loc": ["body", "lead", "created_at"], "msg": str(exc)}]) from None
         metrics.inc("scored")
         return _response(result, body.include_features)
 
-    @app.post("/v1/events", response_model=EventsResponse, response_model_exclude_none=True,
-              dependencies=[_role("ingest")])
+    @app.post(
+        "/v1/events",
+        response_model=EventsResponse,
+        response_model_exclude_none=True,
+        dependencies=[_role("ingest")],
+    )
     async def events(body: EventsRequest, request: Request) -> EventsResponse:
         """Store events durably (acknowledged after commit), re-score their leads, queue tier-A pushes."""
         state: OnlineState = request.app.state.state
         batch = ([body.event] if body.event else []) + body.events
-        new, dup, touched = state.ingest([lead.row() for lead in body.leads], [e.model_dump() for e in batch],
-                                         [s.model_dump() for s in body.status_history])
+        new, dup, touched = state.ingest(
+            [lead.row() for lead in body.leads],
+            [e.model_dump() for e in batch],
+            [s.model_dump() for s in body.status_history],
+        )
         metrics.inc("events_accepted", new)
         metrics.inc("events_duplicate", dup)
         scorer = request.app.state.model.current
@@ -261,19 +319,32 @@ def create_app(config: ServeConfig) -> FastAPI:
                 continue
             payload = None
             if result.tier == "A" and last_tier != "A":
-                payload = {"lead_id": lead_id, "scored_at": as_of.isoformat(), "model_name": result.model_name,
-                           "model_version": result.model_version, "probability": result.probability,
-                           "score": result.score, "tier": result.tier, "reasons_positive": result.reasons_positive,
-                           "reasons_negative": result.reasons_negative,
-                           "run_id": f"hot-{as_of.strftime('%Y%m%dT%H%M%S')}"}
+                payload = {
+                    "lead_id": lead_id,
+                    "scored_at": as_of.isoformat(),
+                    "model_name": result.model_name,
+                    "model_version": result.model_version,
+                    "probability": result.probability,
+                    "score": result.score,
+                    "tier": result.tier,
+                    "reasons_positive": result.reasons_positive,
+                    "reasons_negative": result.reasons_negative,
+                    "run_id": f"hot-{as_of.strftime('%Y%m%dT%H%M%S')}",
+                }
                 queued.append(lead_id)
             state.record_score(lead_id, result.tier, result.score, payload)
             scored.append(_response(result, False))
         if queued and request.app.state.pusher is not None:
             metrics.inc("pushes_queued", len(queued))
             request.app.state.pusher.wake.set()
-        return EventsResponse(accepted=new, duplicates=dup, scored=scored, unknown_leads=unknown,
-                              queued_pushes=queued, withheld_for_consent=withheld)
+        return EventsResponse(
+            accepted=new,
+            duplicates=dup,
+            scored=scored,
+            unknown_leads=unknown,
+            queued_pushes=queued,
+            withheld_for_consent=withheld,
+        )
 
     @app.post("/v1/admin/reload", dependencies=[_role("admin")])
     async def reload(request: Request) -> dict:
@@ -292,8 +363,14 @@ def create_app(config: ServeConfig) -> FastAPI:
         if not request.app.state.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
         scorer = request.app.state.model.current
-        return JSONResponse({"status": "ready", "model_name": scorer.model_name,
-                             "model_version": scorer.model_version, "cold_start": scorer.cold_start})
+        return JSONResponse(
+            {
+                "status": "ready",
+                "model_name": scorer.model_name,
+                "model_version": scorer.model_version,
+                "cold_start": scorer.cold_start,
+            }
+        )
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics_text(request: Request) -> PlainTextResponse:
@@ -301,10 +378,16 @@ def create_app(config: ServeConfig) -> FastAPI:
         holder = request.app.state.model
         scorer = holder.current
         pusher = request.app.state.pusher
-        gauges = {"model_switches": holder.switches, "push_outbox": request.app.state.state.outbox_size(),
-                  "pushes_sent": pusher.pushed if pusher else 0, "push_failures": pusher.failures if pusher else 0}
-        return PlainTextResponse(metrics.render(scorer.model_name, scorer.model_version, scorer.cold_start, gauges),
-                                 media_type="text/plain; version=0.0.4")
+        gauges = {
+            "model_switches": holder.switches,
+            "push_outbox": request.app.state.state.outbox_size(),
+            "pushes_sent": pusher.pushed if pusher else 0,
+            "push_failures": pusher.failures if pusher else 0,
+        }
+        return PlainTextResponse(
+            metrics.render(scorer.model_name, scorer.model_version, scorer.cold_start, gauges),
+            media_type="text/plain; version=0.0.4",
+        )
 
     return _GuardedApp(app, metrics, config.max_body_bytes)
 

@@ -39,13 +39,17 @@ class Metrics:
             self.counters[name] += n
 
     def render(self, model_name: str, model_version: str, cold_start: bool, gauges: dict[str, float]) -> str:
-        out = ["# HELP prox_http_requests_total HTTP requests by method, route and status.",
-               "# TYPE prox_http_requests_total counter"]
+        out = [
+            "# HELP prox_http_requests_total HTTP requests by method, route and status.",
+            "# TYPE prox_http_requests_total counter",
+        ]
         with self._lock:
             for (m, r, s), n in sorted(self.requests.items()):
                 out.append(f'prox_http_requests_total{{method="{m}",route="{r}",status="{s}"}} {n}')
-            out += ["# HELP prox_http_request_duration_seconds Request latency by route.",
-                    "# TYPE prox_http_request_duration_seconds histogram"]
+            out += [
+                "# HELP prox_http_request_duration_seconds Request latency by route.",
+                "# TYPE prox_http_request_duration_seconds histogram",
+            ]
             for route, h in sorted(self.hist.items()):
                 acc = 0
                 for b, n in zip(BUCKETS, h, strict=False):
@@ -53,13 +57,18 @@ class Metrics:
                     out.append(f'prox_http_request_duration_seconds_bucket{{route="{route}",le="{b}"}} {acc}')
                 acc += h[-1]
                 out.append(f'prox_http_request_duration_seconds_bucket{{route="{route}",le="+Inf"}} {acc}')
-                out.append(f'prox_http_request_duration_seconds_sum{{route="{route}"}} {self.sums[route]:.6f}')
+                out.append(
+                    f'prox_http_request_duration_seconds_sum{{route="{route}"}} {self.sums[route]:.6f}'
+                )
                 out.append(f'prox_http_request_duration_seconds_count{{route="{route}"}} {acc}')
             for name, n in sorted(self.counters.items()):
                 out += [f"# TYPE prox_{name}_total counter", f"prox_{name}_total {n}"]
-        out += ["# HELP prox_model_info The model serving requests (value 1).", "# TYPE prox_model_info gauge",
-                f'prox_model_info{{model_name="{model_name}",model_version="{model_version}",'
-                f'cold_start="{str(cold_start).lower()}"}} 1']
+        out += [
+            "# HELP prox_model_info The model serving requests (value 1).",
+            "# TYPE prox_model_info gauge",
+            f'prox_model_info{{model_name="{model_name}",model_version="{model_version}",'
+            f'cold_start="{str(cold_start).lower()}"}} 1',
+        ]
         for name, value in sorted(gauges.items()):
             out += [f"# TYPE prox_{name} gauge", f"prox_{name} {value}"]
         return "\n".join(out) + "\n"

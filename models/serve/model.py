@@ -37,8 +37,12 @@ class ModelHolder:
             if new.model_version != old.model_version:
                 self.current = new
                 self.switches += 1
-                log.info("model %s: switched from version %s to %s", self.model_name, old.model_version,
-                         new.model_version)
+                log.info(
+                    "model %s: switched from version %s to %s",
+                    self.model_name,
+                    old.model_version,
+                    new.model_version,
+                )
             return old.model_version, self.current.model_version
 
     def poll_forever(self, seconds: float, stop: threading.Event) -> None:
@@ -47,5 +51,8 @@ class ModelHolder:
             try:
                 self.reload()
             except Exception as exc:  # a registry hiccup must not take scoring down
-                log.warning("model poll failed (%s); keeping version %s", type(exc).__name__,
-                            self.current.model_version)
+                log.warning(
+                    "model poll failed (%s); keeping version %s",
+                    type(exc).__name__,
+                    self.current.model_version,
+                )

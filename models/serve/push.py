@@ -36,8 +36,15 @@ def scores_row(payload: Mapping[str, Any]) -> Any:
 class PushWorker:
     """Drains the outbox until stopped."""
 
-    def __init__(self, state_path: Path, data_dir: Path, *, synchronous: str = "FULL", interval: float = 0.2) -> None:
-        self.state_path, self.data_dir, self.synchronous, self.interval = state_path, data_dir, synchronous, interval
+    def __init__(
+        self, state_path: Path, data_dir: Path, *, synchronous: str = "FULL", interval: float = 0.2
+    ) -> None:
+        self.state_path, self.data_dir, self.synchronous, self.interval = (
+            state_path,
+            data_dir,
+            synchronous,
+            interval,
+        )
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.pushed = 0
@@ -76,8 +83,13 @@ class PushWorker:
             self.failures += 1
             wait = min(300.0, 2.0 ** (attempts + 1))
             state.push_failed(lead_id, attempts + 1, time.time() + wait, f"{type(exc).__name__}: {exc}")
-            log.warning("push of a tier-A score to %s failed (attempt %d, %s); retrying in %.0f s", crm,
-                        attempts + 1, type(exc).__name__, wait)
+            log.warning(
+                "push of a tier-A score to %s failed (attempt %d, %s); retrying in %.0f s",
+                crm,
+                attempts + 1,
+                type(exc).__name__,
+                wait,
+            )
             return
         state.push_done(lead_id, payload)
         self.pushed += 1

@@ -21,8 +21,9 @@ class _Strict(BaseModel):
 class Lead(_Strict):
     """A lead's fields (the LEADS contract: pseudonymised, no raw PII)."""
 
-    lead_id: str = Field(pattern=r"^(salesforce|hubspot|marketo|file):[A-Za-z0-9_.\-]{1,64}$",
-                         examples=["hubspot:51234"])
+    lead_id: str = Field(
+        pattern=r"^(salesforce|hubspot|marketo|file):[A-Za-z0-9_.\-]{1,64}$", examples=["hubspot:51234"]
+    )
     source: Source
     crm_id: str = Field(min_length=1, max_length=64)
     created_at: AwareDatetime

@@ -44,8 +44,10 @@ def _codes(bundle: ModelBundle) -> tuple[tuple[str, ...], tuple[dict[str, int] |
     cached = _CODES.get(id(bundle))
     if cached is None or cached[0] is not bundle:
         enc = bundle.encoder
-        vocab = tuple({v: i for i, v in enumerate(enc.categories[f])} if f in enc.categories else None
-                      for f in enc.features)
+        vocab = tuple(
+            {v: i for i, v in enumerate(enc.categories[f])} if f in enc.categories else None
+            for f in enc.features
+        )
         if len(_CODES) > 16:
             _CODES.clear()
         cached = _CODES[id(bundle)] = (bundle, enc.features, vocab)
@@ -67,25 +69,48 @@ def encode_row(bundle: ModelBundle, features: Mapping[str, Any]) -> np.ndarray:
     return row
 
 
-def score_features(scorer: Scorer, lead_id: str, as_of: dt.datetime, features: dict[str, Any],
-                   *, top_reasons: int = 3) -> LeadScore:
+def score_features(
+    scorer: Scorer, lead_id: str, as_of: dt.datetime, features: dict[str, Any], *, top_reasons: int = 3
+) -> LeadScore:
     """Probability, score, tier and reasons of one feature row with ``scorer``."""
     if scorer.bundle is None:  # cold start: the rules, through the batch code on a one-row table
         import pyarrow as pa
 
         out = scorer.score_table(pa.Table.from_pylist([features]), top_reasons=top_reasons)
         pos = [r for r in out.reasons_positive[0].split("; ") if r]
-        return LeadScore(lead_id, as_of, float(out.probability[0]), int(out.score[0]), str(out.tier[0]), pos, [],
-                         scorer.model_name, scorer.model_version, features)
+        return LeadScore(
+            lead_id,
+            as_of,
+            float(out.probability[0]),
+            int(out.score[0]),
+            str(out.tier[0]),
+            pos,
+            [],
+            scorer.model_name,
+            scorer.model_version,
+            features,
+        )
     from models.explain import reasons
 
     bundle = scorer.bundle
     x = encode_row(bundle, features)
     p = bundle.predict(x)
     # one row: a single thread (OpenMP start-up and spinning cost more than the work on 2 cores)
-    contrib = (bundle.booster.predict(x, pred_contrib=True, num_threads=1) if bundle.kind == "lightgbm"
-               else bundle.contributions(x))
+    contrib = (
+        bundle.booster.predict(x, pred_contrib=True, num_threads=1)
+        if bundle.kind == "lightgbm"
+        else bundle.contributions(x)
+    )
     plus, minus = reasons(bundle, x[0], contrib[0], top=top_reasons)
-    return LeadScore(lead_id, as_of, float(p[0]), int(bundle.scores(p)[0]), str(bundle.tiers(p)[0]),
-                     [r["text"] for r in plus], [r["text"] for r in minus], scorer.model_name,
-                     scorer.model_version, features)
+    return LeadScore(
+        lead_id,
+        as_of,
+        float(p[0]),
+        int(bundle.scores(p)[0]),
+        str(bundle.tiers(p)[0]),
+        [r["text"] for r in plus],
+        [r["text"] for r in minus],
+        scorer.model_name,
+        scorer.model_version,
+        features,
+    )

@@ -81,8 +81,12 @@ class OnlineState:
         self.db.close()
 
     # ---- writes (each call is one transaction, committed before it returns) ----------------
-    def ingest(self, leads: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]],
-               status: Sequence[Mapping[str, Any]] = ()) -> tuple[int, int, set[str]]:
+    def ingest(
+        self,
+        leads: Sequence[Mapping[str, Any]],
+        events: Sequence[Mapping[str, Any]],
+        status: Sequence[Mapping[str, Any]] = (),
+    ) -> tuple[int, int, set[str]]:
         """Upsert leads, add new events and status changes; (new events, duplicates, lead ids touched)."""
         now = time.time()
         touched: set[str] = set()
@@ -96,20 +100,32 @@ class OnlineState:
                         "INSERT INTO leads(lead_id, account, fields, updated) VALUES (?,?,?,?) "
                         "ON CONFLICT(lead_id) DO UPDATE SET account=excluded.account, fields=excluded.fields, "
                         "updated=excluded.updated",
-                        (lead["lead_id"], account_key(lead.get("company_domain")), fields, now))
+                        (lead["lead_id"], account_key(lead.get("company_domain")), fields, now),
+                    )
                     touched.add(lead["lead_id"])
                 new = 0
                 for e in events:
                     cur.execute(
                         "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?)",
-                        (e["event_id"], e["lead_id"], e["source"], to_us(e["occurred_at"]), e["channel"],
-                         e["action"], e.get("detail"), e.get("value")))
+                        (
+                            e["event_id"],
+                            e["lead_id"],
+                            e["source"],
+                            to_us(e["occurred_at"]),
+                            e["channel"],
+                            e["action"],
+                            e.get("detail"),
+                            e.get("value"),
+                        ),
+                    )
                     if cur.rowcount:
                         new += 1
                         touched.add(e["lead_id"])
                 for s in status:
-                    cur.execute("INSERT OR IGNORE INTO status_history VALUES (?,?,?,?)",
-                                (s["lead_id"], s["source"], to_us(s["changed_at"]), s["status"]))
+                    cur.execute(
+                        "INSERT OR IGNORE INTO status_history VALUES (?,?,?,?)",
+                        (s["lead_id"], s["source"], to_us(s["changed_at"]), s["status"]),
+                    )
                     touched.add(s["lead_id"])
                 cur.execute("COMMIT")
             except BaseException:
@@ -117,16 +133,22 @@ class OnlineState:
                 raise
         return new, len(events) - new, touched
 
-    def record_score(self, lead_id: str, tier: str, score: int, push_payload: Mapping[str, Any] | None) -> None:
+    def record_score(
+        self, lead_id: str, tier: str, score: int, push_payload: Mapping[str, Any] | None
+    ) -> None:
         """Remember the lead's last tier; queue its CRM push in the same transaction."""
         with self.lock:
             cur = self.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                cur.execute("UPDATE leads SET last_tier=?, last_score=? WHERE lead_id=?", (tier, score, lead_id))
+                cur.execute(
+                    "UPDATE leads SET last_tier=?, last_score=? WHERE lead_id=?", (tier, score, lead_id)
+                )
                 if push_payload is not None:
-                    cur.execute("INSERT OR REPLACE INTO outbox(lead_id, payload, attempts, next_at) VALUES (?,?,0,?)",
-                                (lead_id, json.dumps(push_payload), time.time()))
+                    cur.execute(
+                        "INSERT OR REPLACE INTO outbox(lead_id, payload, attempts, next_at) VALUES (?,?,0,?)",
+                        (lead_id, json.dumps(push_payload), time.time()),
+                    )
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -152,21 +174,30 @@ class OnlineState:
         if not ids:
             return ACTIVITIES.empty_table()
         marks = ",".join("?" * len(ids))
-        rows = self.db.execute(f"SELECT {','.join(_EVENT_COLS)} FROM events WHERE lead_id IN ({marks})", ids).fetchall()
+        rows = self.db.execute(
+            f"SELECT {','.join(_EVENT_COLS)} FROM events WHERE lead_id IN ({marks})", ids
+        ).fetchall()
         cols = list(zip(*rows, strict=True)) if rows else [[] for _ in _EVENT_COLS]
         data = {name: list(col) for name, col in zip(_EVENT_COLS, cols, strict=True)}
-        arrays = [pa.array(data[n], pa.int64()).cast(UTC_TS) if n == "occurred_at"
-                  else pa.array(data[n], ACTIVITIES.field(n).type) for n in _EVENT_COLS]
+        arrays = [
+            pa.array(data[n], pa.int64()).cast(UTC_TS)
+            if n == "occurred_at"
+            else pa.array(data[n], ACTIVITIES.field(n).type)
+            for n in _EVENT_COLS
+        ]
         return pa.Table.from_arrays(arrays, schema=ACTIVITIES)
 
     def status_history(self, lead_id: str) -> pa.Table:
-        rows = self.db.execute("SELECT lead_id, source, changed_at, status FROM status_history WHERE lead_id=?",
-                               (lead_id,)).fetchall()
+        rows = self.db.execute(
+            "SELECT lead_id, source, changed_at, status FROM status_history WHERE lead_id=?", (lead_id,)
+        ).fetchall()
         if not rows:
             return LEAD_STATUS_HISTORY.empty_table()
         lid, src, at, st = (list(c) for c in zip(*rows, strict=True))
-        return pa.Table.from_arrays([pa.array(lid), pa.array(src), pa.array(at, pa.int64()).cast(UTC_TS),
-                                     pa.array(st)], schema=LEAD_STATUS_HISTORY)
+        return pa.Table.from_arrays(
+            [pa.array(lid), pa.array(src), pa.array(at, pa.int64()).cast(UTC_TS), pa.array(st)],
+            schema=LEAD_STATUS_HISTORY,
+        )
 
     def count_events(self, lead_id: str | None = None) -> int:
         if lead_id is None:
@@ -175,18 +206,24 @@ class OnlineState:
 
     # ---- outbox --------------------------------------------------------------------------------
     def due_pushes(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any], int]]:
-        rows = self.db.execute("SELECT lead_id, payload, attempts FROM outbox WHERE next_at<=? ORDER BY next_at LIMIT ?",
-                               (now, limit)).fetchall()
+        rows = self.db.execute(
+            "SELECT lead_id, payload, attempts FROM outbox WHERE next_at<=? ORDER BY next_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
         return [(r[0], json.loads(r[1]), r[2]) for r in rows]
 
     def push_done(self, lead_id: str, payload: Mapping[str, Any]) -> None:
         with self.lock:
-            self.db.execute("DELETE FROM outbox WHERE lead_id=? AND payload=?", (lead_id, json.dumps(payload)))
+            self.db.execute(
+                "DELETE FROM outbox WHERE lead_id=? AND payload=?", (lead_id, json.dumps(payload))
+            )
 
     def push_failed(self, lead_id: str, attempts: int, next_at: float, error: str) -> None:
         with self.lock:
-            self.db.execute("UPDATE outbox SET attempts=?, next_at=?, last_error=? WHERE lead_id=?",
-                            (attempts, next_at, error[:500], lead_id))
+            self.db.execute(
+                "UPDATE outbox SET attempts=?, next_at=?, last_error=? WHERE lead_id=?",
+                (attempts, next_at, error[:500], lead_id),
+            )
 
     def outbox_size(self) -> int:
         return self.db.execute("SELECT count(*) FROM outbox").fetchone()[0]

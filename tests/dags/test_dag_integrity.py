@@ -13,8 +13,20 @@ import pytest
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
-HEAVY = {"pandas", "numpy", "pyarrow", "lightgbm", "sklearn", "mlflow", "great_expectations",
-         "statsmodels", "simple_salesforce", "hubspot", "duckdb", "scipy"}
+HEAVY = {
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "lightgbm",
+    "sklearn",
+    "mlflow",
+    "great_expectations",
+    "statsmodels",
+    "simple_salesforce",
+    "hubspot",
+    "duckdb",
+    "scipy",
+}
 
 pytestmark = pytest.mark.dags
 
@@ -40,7 +52,9 @@ def test_no_heavy_imports_at_top_level(path: Path):
     # parse time matters: the scheduler re-imports every DAG file continuously
     tree = ast.parse(path.read_text())
     top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    names = {(a.name if isinstance(n, ast.Import) else n.module or "").split(".")[0] for n in top for a in n.names}
+    names = {
+        (a.name if isinstance(n, ast.Import) else n.module or "").split(".")[0] for n in top for a in n.names
+    }
     assert not names & HEAVY, f"{path.name} imports {names & HEAVY} at top level"
 
 

@@ -23,8 +23,16 @@ import pytest
 pytestmark = [pytest.mark.dags, pytest.mark.integration, pytest.mark.slow]
 
 SPEC = {"n_leads": 2_500, "days": 330, "seed": 5}
-BASE_CONF = {"max_trials": 2, "time_budget_s": 20, "every_days": 21, "lookback_days": 240, "min_conversions": 60,
-             "segment_min_rows": 150, "max_segment_gap": 0.5, "max_ece": 0.06}
+BASE_CONF = {
+    "max_trials": 2,
+    "time_budget_s": 20,
+    "every_days": 21,
+    "lookback_days": 240,
+    "min_conversions": 60,
+    "segment_min_rows": 150,
+    "max_segment_gap": 0.5,
+    "max_ece": 0.06,
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +62,10 @@ def dag(airflow_db):
 
 
 def _run(dag, world: Path, day: int, **conf):
-    run = dag.test(logical_date=dt.datetime(2026, 11, day, tzinfo=dt.UTC),
-                   run_conf={**BASE_CONF, "source": f"world:{world}", **conf})
+    run = dag.test(
+        logical_date=dt.datetime(2026, 11, day, tzinfo=dt.UTC),
+        run_conf={**BASE_CONF, "source": f"world:{world}", **conf},
+    )
     assert str(run.state) in ("success", "DagRunState.SUCCESS"), run.state
     return run
 
@@ -80,7 +90,10 @@ def runs(env, dag):
     from features.spec import FEATURES
 
     first = _run(dag, world, 1)
-    engagement = [f.name for f in FEATURES if f.family in ("engagement", "account")] + ["status", "days_in_status"]
+    engagement = [f.name for f in FEATURES if f.family in ("engagement", "account")] + [
+        "status",
+        "days_in_status",
+    ]
     second = _run(dag, world, 2, exclude_features=engagement)
     third = _run(dag, world, 3, min_leads=10**6)
     return first, second, third
@@ -94,11 +107,23 @@ def test_first_run_is_champion_with_every_artifact(env, runs):
     assert v1.tags["prox.decision"] == "promoted" and v1.tags["prox.decision.rule"] == "no_champion"
     run = mc.get_run(v1.run_id)
     files = _artifacts(mc, v1.run_id)
-    for expected in ("model_card.md", "feature_spec/feature_spec.md", "feature_spec/feature_spec.json",
-                     "plots/roc.png", "plots/pr.png", "plots/calibration.png", "plots/lift.png",
-                     "plots/importance.png", "validation/features/features.json",
-                     "validation/features/features.html", "baseline/coefficients.md", "leakage/audit.json",
-                     "evaluation/evaluation.json", "lineage/lineage.json", "search/trials.json"):
+    for expected in (
+        "model_card.md",
+        "feature_spec/feature_spec.md",
+        "feature_spec/feature_spec.json",
+        "plots/roc.png",
+        "plots/pr.png",
+        "plots/calibration.png",
+        "plots/lift.png",
+        "plots/importance.png",
+        "validation/features/features.json",
+        "validation/features/features.html",
+        "baseline/coefficients.md",
+        "leakage/audit.json",
+        "evaluation/evaluation.json",
+        "lineage/lineage.json",
+        "search/trials.json",
+    ):
         assert expected in files, f"missing artifact {expected}"
     # MLflow 3 keeps the logged model beside the run; the version points at it
     import mlflow
@@ -113,13 +138,25 @@ def test_first_run_is_champion_with_every_artifact(env, runs):
     tags, metrics = run.data.tags, run.data.metrics
     assert tags["airflow.dag_id"] == "prox_retrain" and tags["airflow.run_id"]
     assert tags["prox.code_version"] and tags["validation.features"] in ("passed", "warned")
-    for key in ("test.roc_auc", "test.pr_auc", "test.log_loss", "test.brier", "test.ece", "test.precision_top_10pct",
-                "test.lift_top_decile", "test.largest_segment_gap", "test.oracle_auc", "test.logistic.roc_auc"):
+    for key in (
+        "test.roc_auc",
+        "test.pr_auc",
+        "test.log_loss",
+        "test.brier",
+        "test.ece",
+        "test.precision_top_10pct",
+        "test.lift_top_decile",
+        "test.largest_segment_gap",
+        "test.oracle_auc",
+        "test.logistic.roc_auc",
+    ):
         assert key in metrics, key
     assert metrics["test.roc_auc"] > 0.75
     assert abs(metrics["test.oracle_auc"] - metrics["test.roc_auc"]) < 0.08
-    contexts = {(d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
-                for d in run.inputs.dataset_inputs}
+    contexts = {
+        (d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
+        for d in run.inputs.dataset_inputs
+    }
     assert ("training_set", "training") in contexts
     assert {"raw_leads", "activities", "status_history"} <= {n for n, c in contexts if c == "source"}
     card = mc.download_artifacts(v1.run_id, "model_card.md")
@@ -201,7 +238,9 @@ def test_champion_scores_with_reasons(env, runs):
     scorer = load_scorer(settings.tracking_uri, "prox-lead-scoring")
     assert not scorer.cold_start and scorer.model_version == "1"
     mc = _client(settings)
-    path = mc.get_run(mc.get_model_version("prox-lead-scoring", "1").run_id).data.tags["prox.training_set_path"]
+    path = mc.get_run(mc.get_model_version("prox-lead-scoring", "1").run_id).data.tags[
+        "prox.training_set_path"
+    ]
     table = pq.read_table(sorted(Path(path).glob("*.parquet"))[0]).slice(0, 200)
     out = scorer.score_table(table)
     assert ((out.probability > 0) & (out.probability < 1)).all()

@@ -29,8 +29,15 @@ def bank_sample(tmp_path: Path) -> Path:
         for _ in range(6000):
             age, job = int(rng.integers(18, 90)), str(rng.choice(["admin", "student", "retired"]))
             p = 0.05 + 0.3 * (job == "student") + 0.002 * (age - 18)
-            w.writerow([age, job, int(rng.normal(1000, 500)), int(rng.integers(1, 900)),
-                        "yes" if rng.random() < p else "no"])
+            w.writerow(
+                [
+                    age,
+                    job,
+                    int(rng.normal(1000, 500)),
+                    int(rng.integers(1, 900)),
+                    "yes" if rng.random() < p else "no",
+                ]
+            )
     return out
 
 
@@ -38,8 +45,21 @@ def test_flat_file_train_registers_a_champion_and_warns_that_time_is_unknown(set
     from models.registry import client
     from prox.cli import main
 
-    code = main(["train", "--source", f"file:{bank_sample}", "--label", "y", "--drop", "duration",
-                 "--trials", "1", "--time-budget", "20"])
+    code = main(
+        [
+            "train",
+            "--source",
+            f"file:{bank_sample}",
+            "--label",
+            "y",
+            "--drop",
+            "duration",
+            "--trials",
+            "1",
+            "--time-budget",
+            "20",
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "no time column" in out.err and "stratified random split" in out.err
@@ -49,7 +69,9 @@ def test_flat_file_train_registers_a_champion_and_warns_that_time_is_unknown(set
     mc = client(settings.tracking_uri)
     v = mc.get_model_version_by_alias("prox-file-bank-sample", "champion")
     run = mc.get_run(v.run_id)
-    assert run.data.tags["prox.split"] == "stratified" and "duration" not in run.data.params.get("run.exclude_features", "")
+    assert run.data.tags["prox.split"] == "stratified" and "duration" not in run.data.params.get(
+        "run.exclude_features", ""
+    )
     assert main(["evaluate", "champion", "--model-name", "prox-file-bank-sample"]) == 0
     assert "roc_auc" in capsys.readouterr().out
 

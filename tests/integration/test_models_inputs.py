@@ -23,8 +23,11 @@ def test_lake_and_world_sources_give_the_same_training_set(settings, tmp_path):
     assert "email" not in inputs.leads.column_names  # pseudonymised on the way in
     lake = Lake(settings.lake_dir)
     day = dt.date(2026, 11, 1)
-    for name, table in (("leads", inputs.leads), ("activities", inputs.activities),
-                        ("lead_status_history", inputs.status_history)):
+    for name, table in (
+        ("leads", inputs.leads),
+        ("activities", inputs.activities),
+        ("lead_status_history", inputs.status_history),
+    ):
         for source in ("salesforce", "hubspot"):
             part = table.filter(pc.starts_with(table.column("lead_id"), f"{source}:"))
             lake.write(part, Partition("clean", name, source, day))

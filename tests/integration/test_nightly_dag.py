@@ -109,7 +109,9 @@ def test_nightly_pushes_scores_then_only_changes_and_respects_consent(nightly):
     assert crm == _expected(scores)  # every pushed field equals the score table, nothing else written
     # consent: leads without processing consent, or opted out, are neither scored nor pushed
     raw = world.raw_leads
-    no_consent = raw.filter(pc.or_(pc.invert(raw["consent_processing"]), raw["opted_out"]))["lead_id"].to_pylist()
+    no_consent = raw.filter(pc.or_(pc.invert(raw["consent_processing"]), raw["opted_out"]))[
+        "lead_id"
+    ].to_pylist()
     assert no_consent and not set(no_consent) & set(crm)
     assert report["withheld_for_consent"] > 0
 
@@ -119,20 +121,29 @@ def test_nightly_pushes_scores_then_only_changes_and_respects_consent(nightly):
     from sandbox import server
 
     now = dt.datetime.combine(night1, dt.time(9), tzinfo=dt.UTC)
-    events = pa.table({
-        "event_id": [f"wt-new-{i}" if lid.startswith("salesforce") else f"9{i:011d}" for i, lid in enumerate(hot)],
-        "lead_id": hot,
-        "source": ["file" if lid.startswith("salesforce") else "hubspot" for lid in hot],
-        "occurred_at": [now + dt.timedelta(minutes=i) for i in range(len(hot))],
-        "channel": ["web"] * len(hot), "action": ["visit"] * len(hot), "detail": ["/pricing"] * len(hot),
-        "value": [60.0] * len(hot),
-    }, schema=ACTIVITIES)
+    events = pa.table(
+        {
+            "event_id": [
+                f"wt-new-{i}" if lid.startswith("salesforce") else f"9{i:011d}" for i, lid in enumerate(hot)
+            ],
+            "lead_id": hot,
+            "source": ["file" if lid.startswith("salesforce") else "hubspot" for lid in hot],
+            "occurred_at": [now + dt.timedelta(minutes=i) for i in range(len(hot))],
+            "channel": ["web"] * len(hot),
+            "action": ["visit"] * len(hot),
+            "detail": ["/pricing"] * len(hot),
+            "value": [60.0] * len(hot),
+        },
+        schema=ACTIVITIES,
+    )
     server.load_tables(info.directory, raw_leads=world.raw_leads.slice(0, 0), activities=events)
 
     assert _run("prox_nightly", night2) == "success"
     scores2 = _scores(settings, night2)
     before = {r["lead_id"]: (r["score"], r["tier"]) for r in scores.to_pylist()}
-    changed = {r["lead_id"] for r in scores2.to_pylist() if before.get(r["lead_id"]) != (r["score"], r["tier"])}
+    changed = {
+        r["lead_id"] for r in scores2.to_pylist() if before.get(r["lead_id"]) != (r["score"], r["tier"])
+    }
     report2 = _report(settings, night2)
     assert sum(c["pushed"] for c in report2["per_crm"].values()) == len(changed)
     assert sum(c["skipped_unchanged"] for c in report2["per_crm"].values()) == scores2.num_rows - len(changed)
@@ -151,7 +162,9 @@ def test_nightly_pushes_scores_then_only_changes_and_respects_consent(nightly):
     assert sum(c["pushed"] for c in report3["per_crm"].values()) == 0
     assert _crm_values(info, settings) == crm2
     rerun = _scores(settings, night2)
-    assert rerun.drop_columns(["run_id"]).equals(scores2.drop_columns(["run_id"]))  # only the run's id differs
+    assert rerun.drop_columns(["run_id"]).equals(
+        scores2.drop_columns(["run_id"])
+    )  # only the run's id differs
 
 
 def test_drift_over_the_limit_stops_the_push_and_says_why(nightly, monkeypatch):
@@ -161,8 +174,11 @@ def test_drift_over_the_limit_stops_the_push_and_says_why(nightly, monkeypatch):
     monkeypatch.setenv("PROX_DRIFT_WARN_PSI", "0.0000001")
     monkeypatch.setenv("PROX_DRIFT_STOP_PSI", "0.000001")
     assert _run("prox_nightly", night) == "failed"
-    drift = json.loads((settings.lake_dir / "reports" / "nightly" / f"run_date={night.isoformat()}" / "drift.json")
-                       .read_text())
+    drift = json.loads(
+        (
+            settings.lake_dir / "reports" / "nightly" / f"run_date={night.isoformat()}" / "drift.json"
+        ).read_text()
+    )
     assert drift["stop"] and drift["breaches"] and "stop limit" in drift["verdict"]
     report = _report(settings, night)
     assert report["halted"].startswith("push stopped: drift above the stop limit")

@@ -52,15 +52,35 @@ class Service:
 
     def start(self) -> Service:
         port = _free_port()
-        env = {**os.environ, "PROX_DATA_DIR": str(self.data_dir), "PROX_SERVE_STATE": str(self.state),
-               "PROX_SERVE_PUSH": "0", "PROX_SERVE_MAX_BODY_BYTES": str(4 * 1024 * 1024),
-               "PROX_SERVE_TOKENS": ";".join(f"{hash_token(t)} {role}" for role, t in TOKENS.items()),
-               **self.extra_env}
+        env = {
+            **os.environ,
+            "PROX_DATA_DIR": str(self.data_dir),
+            "PROX_SERVE_STATE": str(self.state),
+            "PROX_SERVE_PUSH": "0",
+            "PROX_SERVE_MAX_BODY_BYTES": str(4 * 1024 * 1024),
+            "PROX_SERVE_TOKENS": ";".join(f"{hash_token(t)} {role}" for role, t in TOKENS.items()),
+            **self.extra_env,
+        }
         self.log = open(self.data_dir / f"serve-{port}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "models.serve.app:app_from_env", "--host", "127.0.0.1",
-             "--port", str(port), "--no-access-log", "--log-level", "warning"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "models.serve.app:app_from_env",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -111,7 +131,9 @@ def served(tmp_path_factory):
     world = simulate_world(WorldSpec(n_leads=2_500, days=420, seed=21, end=WORLD_END))
     save_world(world, settings.world_dir)
     training = build_training_set(settings, WORLD_END, source="world")
-    result = run_all(settings, training, config=TrainConfig(max_trials=2, time_budget_s=60, max_num_leaves=31))
+    result = run_all(
+        settings, training, config=TrainConfig(max_trials=2, time_budget_s=60, max_num_leaves=31)
+    )
     assert result["gate"]["promoted"], result["gate"]
     service = Service(data_dir, data_dir / "serve" / "online.sqlite").start()
     yield settings, world, pseudonymise_leads(world.raw_leads, b"serve-test-key"), service
@@ -143,29 +165,53 @@ def test_online_scores_equal_the_batch_path_on_random_leads(served):
         for i in sample:
             lid = rows[i]["lead_id"]
             lead = by_lead[lid]
-            peers = [p for p in accounts[(lead["company_domain"] or "").lower()] if p != lid] \
-                if lead["company_domain"] else []
-            body = {"lead": lead, "events": events[lid], "status_history": history[lid],
-                    "peers": [by_lead[p] for p in peers], "peer_events": [e for p in peers for e in events[p]],
-                    "as_of": AS_OF, "include_features": True}
+            peers = (
+                [p for p in accounts[(lead["company_domain"] or "").lower()] if p != lid]
+                if lead["company_domain"]
+                else []
+            )
+            body = {
+                "lead": lead,
+                "events": events[lid],
+                "status_history": history[lid],
+                "peers": [by_lead[p] for p in peers],
+                "peer_events": [e for p in peers for e in events[p]],
+                "as_of": AS_OF,
+                "include_features": True,
+            }
             r = client.post("/v1/score", json=_json(body))
             assert r.status_code == 200, r.text
             got = r.json()
-            want = {"features": {n: rows[i][n] for n in FEATURE_NAMES}, "probability": float(scored.probability[i]),
-                    "score": int(scored.score[i]), "tier": str(scored.tier[i]),
-                    "reasons": (scored.reasons_positive[i], scored.reasons_negative[i])}
-            have = {"features": {n: got["features"][n] for n in FEATURE_NAMES}, "probability": got["probability"],
-                    "score": got["score"], "tier": got["tier"],
-                    "reasons": ("; ".join(got["reasons_positive"]), "; ".join(got["reasons_negative"]))}
+            want = {
+                "features": {n: rows[i][n] for n in FEATURE_NAMES},
+                "probability": float(scored.probability[i]),
+                "score": int(scored.score[i]),
+                "tier": str(scored.tier[i]),
+                "reasons": (scored.reasons_positive[i], scored.reasons_negative[i]),
+            }
+            have = {
+                "features": {n: got["features"][n] for n in FEATURE_NAMES},
+                "probability": got["probability"],
+                "score": got["score"],
+                "tier": got["tier"],
+                "reasons": ("; ".join(got["reasons_positive"]), "; ".join(got["reasons_negative"])),
+            }
             if have != want:
                 mismatches.append((lid, {k: (want[k], have[k]) for k in want if want[k] != have[k]}))
             tiers.add(got["tier"])
             assert got["model_version"] == scorer.model_version
     assert not mismatches, mismatches[:2]
     refused = next(i for i in range(len(rows)) if not _consents(by_lead[rows[i]["lead_id"]]))
-    r = httpx.post(f"{service.url}/v1/score", headers=_auth("score"), timeout=30,
-                   json=_json({"lead": by_lead[rows[refused]["lead_id"]], "events": [], "as_of": AS_OF}))
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "lead"]  # no consent, no score
+    r = httpx.post(
+        f"{service.url}/v1/score",
+        headers=_auth("score"),
+        timeout=30,
+        json=_json({"lead": by_lead[rows[refused]["lead_id"]], "events": [], "as_of": AS_OF}),
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == [
+        "body",
+        "lead",
+    ]  # no consent, no score
     assert len(tiers) >= 3  # the sample spans the tiers, so the comparison is not trivial
 
 
@@ -180,8 +226,11 @@ def _lead_payload(leads: pa.Table, world) -> tuple[dict, list[dict]]:
     for e in world.activities.to_pylist():
         if e["occurred_at"] < AS_OF:
             evs[e["lead_id"]].append(e)
-    lid = next(lid for lid, es in sorted(evs.items()) if len(es) >= 5 and by_lead[lid]["created_at"] < AS_OF
-               and _consents(by_lead[lid]))
+    lid = next(
+        lid
+        for lid, es in sorted(evs.items())
+        if len(es) >= 5 and by_lead[lid]["created_at"] < AS_OF and _consents(by_lead[lid])
+    )
     return by_lead[lid], evs[lid]
 
 
@@ -200,16 +249,26 @@ def test_acknowledged_events_survive_kill_9_and_duplicates_count_once(served):
         service.kill9()  # no shutdown, no flush: only what was committed before the 200 exists
         service.start()
         with httpx.Client(base_url=service.url, timeout=30) as client:
-            r = client.post("/v1/events", headers=_auth("ingest"), json=_json({"events": evs, "as_of": AS_OF}))
+            r = client.post(
+                "/v1/events", headers=_auth("ingest"), json=_json({"events": evs, "as_of": AS_OF})
+            )
             assert r.status_code == 200, r.text
-            assert (r.json()["accepted"], r.json()["duplicates"]) == (0, len(evs))  # every event was kept, once
+            assert (r.json()["accepted"], r.json()["duplicates"]) == (
+                0,
+                len(evs),
+            )  # every event was kept, once
             assert r.json()["scored"] == []  # nothing new: nothing re-scored
             # the stored state scores like the same lead sent with its events explicitly
-            stored = client.post("/v1/score", headers=_auth("score"),
-                                 json=_json({"lead": lead, "as_of": AS_OF, "include_features": True})).json()
-            explicit = client.post("/v1/score", headers=_auth("score"),
-                                   json=_json({"lead": lead, "events": evs, "as_of": AS_OF,
-                                               "include_features": True})).json()
+            stored = client.post(
+                "/v1/score",
+                headers=_auth("score"),
+                json=_json({"lead": lead, "as_of": AS_OF, "include_features": True}),
+            ).json()
+            explicit = client.post(
+                "/v1/score",
+                headers=_auth("score"),
+                json=_json({"lead": lead, "events": evs, "as_of": AS_OF, "include_features": True}),
+            ).json()
             assert stored == explicit  # same features (every event once) and same score
             assert (stored["probability"], stored["tier"]) == (before["probability"], before["tier"])
     finally:
@@ -261,7 +320,7 @@ def test_champion_switch_under_load_fails_no_request(served):
     assert not errors and {s for s, _ in seen} == {200}
     versions = [v for _, v in seen]
     assert set(versions) == {str(old.version), str(new.version)}
-    assert set(versions[switched_at + 8:]) == {str(new.version)}  # after the swap only the new one answers
+    assert set(versions[switched_at + 8 :]) == {str(new.version)}  # after the swap only the new one answers
     metrics = httpx.get(f"{service.url}/metrics").text
     assert "prox_model_switches" in metrics
 
@@ -274,21 +333,32 @@ def test_auth_validation_size_limit_and_metrics(served):
         assert c.post("/v1/score", json=good).status_code == 401
         assert c.post("/v1/score", json={"lead": {}}).status_code == 401  # no token: no validation hints
         assert c.post("/v1/score", json=good, headers={"Authorization": "Bearer nope"}).status_code == 401
-        assert c.post("/v1/events", json={"events": good["events"]}, headers=_auth("score")).status_code == 403
+        assert (
+            c.post("/v1/events", json={"events": good["events"]}, headers=_auth("score")).status_code == 403
+        )
         assert c.post("/v1/admin/reload", headers=_auth("ingest")).status_code == 403
         assert c.post("/v1/score", json=good, headers=_auth("admin")).status_code == 200  # admin may do all
 
         bad_event = {**good["events"][0], "channel": "pigeon"}
         r = c.post("/v1/events", json={"events": [good["events"][1], bad_event]}, headers=_auth("ingest"))
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "events", 1, "channel"]
-        r = c.post("/v1/score", json={**good, "lead": {**good["lead"], "email": "jane@example.com"}},
-                   headers=_auth("score"))  # raw PII is refused, not stored
+        r = c.post(
+            "/v1/score",
+            json={**good, "lead": {**good["lead"], "email": "jane@example.com"}},
+            headers=_auth("score"),
+        )  # raw PII is refused, not stored
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "lead", "email"]
-        r = c.post("/v1/score", json={**good, "lead": {**good["lead"], "created_at": "yesterday"}},
-                   headers=_auth("score"))
+        r = c.post(
+            "/v1/score",
+            json={**good, "lead": {**good["lead"], "created_at": "yesterday"}},
+            headers=_auth("score"),
+        )
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "lead", "created_at"]
-        r = c.post("/v1/score", content=b'{"pad": "' + b"x" * (5 * 1024 * 1024) + b'"}',
-                   headers={**_auth("score"), "content-type": "application/json"})
+        r = c.post(
+            "/v1/score",
+            content=b'{"pad": "' + b"x" * (5 * 1024 * 1024) + b'"}',
+            headers={**_auth("score"), "content-type": "application/json"},
+        )
         assert r.status_code == 413
         spec = c.get("/openapi.json").json()
         assert {"/v1/score", "/v1/events", "/v1/admin/reload"} <= set(spec["paths"])
@@ -319,16 +389,23 @@ def test_a_lead_rising_to_tier_a_is_pushed_to_its_crm(served, sandbox_session, m
     batch, _ = build_features(leads, world.activities, world.status_history, AS_OF)
     tiers = load_scorer(settings.tracking_uri, settings.model_name).score_table(batch).tier
     by_lead = {r["lead_id"]: r for r in leads.to_pylist()}
-    lid = next(lid for lid, t in zip(batch["lead_id"].to_pylist(), tiers, strict=True)
-               if t == "A" and _consents(by_lead[lid]))  # a consenting lead the batch puts in tier A
+    lid = next(
+        lid
+        for lid, t in zip(batch["lead_id"].to_pylist(), tiers, strict=True)
+        if t == "A" and _consents(by_lead[lid])
+    )  # a consenting lead the batch puts in tier A
     lead = by_lead[lid]
     evs = [e for e in world.activities.to_pylist() if e["lead_id"] == lid]
     hist = [h for h in world.status_history.to_pylist() if h["lead_id"] == lid]
     env = {**info.connection_env(), "PROX_SERVE_PUSH": "1"}
     service = Service(settings.data_dir, settings.data_dir / "serve" / "push.sqlite", env).start()
     try:
-        r = httpx.post(f"{service.url}/v1/events", headers=_auth("ingest"), timeout=30,
-                       json=_json({"leads": [lead], "events": evs, "status_history": hist, "as_of": AS_OF}))
+        r = httpx.post(
+            f"{service.url}/v1/events",
+            headers=_auth("ingest"),
+            timeout=30,
+            json=_json({"leads": [lead], "events": evs, "status_history": hist, "as_of": AS_OF}),
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["queued_pushes"] == [lid] and body["scored"][0]["tier"] == "A"
@@ -342,8 +419,12 @@ def test_a_lead_rising_to_tier_a_is_pushed_to_its_crm(served, sandbox_session, m
         assert values[lid][:3] == (body["scored"][0]["score"], "A", body["scored"][0]["probability"])
         assert len(values) == 1  # only the lead that rose to A was pushed
         # the same events again change nothing and queue nothing
-        again = httpx.post(f"{service.url}/v1/events", headers=_auth("ingest"), timeout=30,
-                           json=_json({"events": evs, "as_of": AS_OF})).json()
+        again = httpx.post(
+            f"{service.url}/v1/events",
+            headers=_auth("ingest"),
+            timeout=30,
+            json=_json({"events": evs, "as_of": AS_OF}),
+        ).json()
         assert again["queued_pushes"] == [] and again["accepted"] == 0
     finally:
         service.stop()

@@ -17,16 +17,18 @@ UTC = dt.UTC
 
 
 def _activities(n: int = 3) -> pa.Table:
-    return pa.table({
-        "event_id": [f"e{i}" for i in range(n)],
-        "lead_id": ["hubspot:1"] * n,
-        "source": ["hubspot"] * n,
-        "occurred_at": [dt.datetime(2026, 1, 1, tzinfo=UTC)] * n,
-        "channel": ["web"] * n,
-        "action": ["visit"] * n,
-        "detail": ["/pricing"] * n,
-        "value": [1.0] * n,
-    })
+    return pa.table(
+        {
+            "event_id": [f"e{i}" for i in range(n)],
+            "lead_id": ["hubspot:1"] * n,
+            "source": ["hubspot"] * n,
+            "occurred_at": [dt.datetime(2026, 1, 1, tzinfo=UTC)] * n,
+            "channel": ["web"] * n,
+            "action": ["visit"] * n,
+            "detail": ["/pricing"] * n,
+            "value": [1.0] * n,
+        }
+    )
 
 
 def test_every_table_has_timestamps_in_utc():
@@ -42,7 +44,9 @@ def test_raw_pii_never_in_canonical_leads():
 
 
 def test_conform_orders_and_casts_columns():
-    table = _activities().select(["value", "lead_id", "event_id", "source", "occurred_at", "channel", "action", "detail"])
+    table = _activities().select(
+        ["value", "lead_id", "event_id", "source", "occurred_at", "channel", "action", "detail"]
+    )
     out = conform(table, ACTIVITIES)
     assert out.schema.equals(ACTIVITIES, check_metadata=False)
 

@@ -28,13 +28,15 @@ def stacked(n_snapshots: int = 6, per: int = 200, seed: int = 0) -> pa.Table:
     rows = n_snapshots * per
     as_of = np.repeat([T0 + dt.timedelta(days=14 * i) for i in range(n_snapshots)], per)
     x = rng.normal(size=rows)
-    return pa.table({
-        "lead_id": [f"salesforce:{i % per}" for i in range(rows)],
-        "as_of": pa.array(as_of, pa.timestamp("us", tz="UTC")),
-        "x": x,
-        "industry": rng.choice(["software", "retail", "mystery"], size=rows),
-        "label": (rng.random(rows) < 1 / (1 + np.exp(2 - x))).astype(np.int8),
-    })
+    return pa.table(
+        {
+            "lead_id": [f"salesforce:{i % per}" for i in range(rows)],
+            "as_of": pa.array(as_of, pa.timestamp("us", tz="UTC")),
+            "x": x,
+            "industry": rng.choice(["software", "retail", "mystery"], size=rows),
+            "label": (rng.random(rows) < 1 / (1 + np.exp(2 - x))).astype(np.int8),
+        }
+    )
 
 
 def test_time_split_never_mixes_snapshots_and_puts_the_newest_last():

@@ -90,7 +90,9 @@ def test_oracle_comparison_uses_the_same_rows():
 def test_gate_rules(challenger, champion, promoted, rule):
     decision = decide(challenger, champion, GateConfig(margin=0.002, max_ece=0.03, max_segment_gap=0.15))
     assert decision.promoted is promoted and decision.rule == rule
-    assert decision.numbers["margin"] == 0.002 and decision.message.startswith("promoted" if promoted else "refused")
+    assert decision.numbers["margin"] == 0.002 and decision.message.startswith(
+        "promoted" if promoted else "refused"
+    )
 
 
 def test_tiers_follow_the_precision_reached_on_the_holdout():
@@ -105,8 +107,13 @@ def test_tiers_follow_the_precision_reached_on_the_holdout():
     assert len(q) == 98
     from models.bundle import Calibrator, ModelBundle
 
-    bundle = ModelBundle("logistic", FeatureEncoder(("x",)), Calibrator(), score_quantiles=q,
-                         tier_thresholds={k: v for k, v in cuts.items() if v is not None})
+    bundle = ModelBundle(
+        "logistic",
+        FeatureEncoder(("x",)),
+        Calibrator(),
+        score_quantiles=q,
+        tier_thresholds={k: v for k, v in cuts.items() if v is not None},
+    )
     scores = bundle.scores(p)
     assert scores.min() == 1 and scores.max() == 99
     assert abs(np.mean(scores <= 50) - 0.5) < 0.02
@@ -122,13 +129,32 @@ def test_reasons_are_plain_language_from_the_spec():
     from models.bundle import Calibrator, LogisticModel, ModelBundle
     from models.explain import phrase, reasons
 
-    enc = FeatureEncoder(("n_pricing_visits_7d", "industry", "days_since_last_event"),
-                         {"industry": ("software", "retail")})
-    terms = [{"feature": "n_pricing_visits_7d", "kind": "num", "fill": 0.0, "log": False, "mean": 0.0, "scale": 1.0,
-              "label": "n", "z_mean": 0.0},
-             {"feature": "industry", "kind": "level", "code": 1, "label": "industry=retail", "z_mean": 0.0},
-             {"feature": "days_since_last_event", "kind": "num", "fill": 0.0, "log": False, "mean": 0.0,
-              "scale": 1.0, "label": "d", "z_mean": 0.0}]
+    enc = FeatureEncoder(
+        ("n_pricing_visits_7d", "industry", "days_since_last_event"), {"industry": ("software", "retail")}
+    )
+    terms = [
+        {
+            "feature": "n_pricing_visits_7d",
+            "kind": "num",
+            "fill": 0.0,
+            "log": False,
+            "mean": 0.0,
+            "scale": 1.0,
+            "label": "n",
+            "z_mean": 0.0,
+        },
+        {"feature": "industry", "kind": "level", "code": 1, "label": "industry=retail", "z_mean": 0.0},
+        {
+            "feature": "days_since_last_event",
+            "kind": "num",
+            "fill": 0.0,
+            "log": False,
+            "mean": 0.0,
+            "scale": 1.0,
+            "label": "d",
+            "z_mean": 0.0,
+        },
+    ]
     bundle = ModelBundle("logistic", enc, Calibrator(), logistic=LogisticModel(terms, [0.8, -0.5, 0.0], -2.0))
     pos, neg = reasons(bundle, np.array([3.0, 1.0, np.nan]))
     assert [r["text"] for r in pos] == ["visited the pricing page 3 times in the last 7 days"]
@@ -144,12 +170,20 @@ def test_cold_start_decision_and_rules():
     table = pa.table({"lead_id": ["a", "a", "b", "c"], "label": [0, 1, 0, 0]})
     d = cold_decide(table, min_leads=3, min_conversions=2)
     assert d.cold_start and d.leads == 3 and d.conversions == 1 and "need 2" in d.reason
-    feats = pa.table({
-        "seniority": ["vp", "student"], "size_band": ["201-1000", "1-10"], "industry": ["software", "nonprofit"],
-        "lead_source": ["customer referral", "list import"], "email_type": ["corporate", "free"],
-        "data_completeness": [1.0, 0.2], "engagement_decayed": [25.0, 0.0], "n_high_intent_30d": [4, 0],
-        "days_since_last_event": [2.0, None], "n_sales_form_submits_30d": [1, 0],
-    })
+    feats = pa.table(
+        {
+            "seniority": ["vp", "student"],
+            "size_band": ["201-1000", "1-10"],
+            "industry": ["software", "nonprofit"],
+            "lead_source": ["customer referral", "list import"],
+            "email_type": ["corporate", "free"],
+            "data_completeness": [1.0, 0.2],
+            "engagement_decayed": [25.0, 0.0],
+            "n_high_intent_30d": [4, 0],
+            "days_since_last_event": [2.0, None],
+            "n_sales_form_submits_30d": [1, 0],
+        }
+    )
     out = score_rules(feats)
     assert out["score"][0] == 99 and out["tier"][0] == "A"
     assert out["score"][1] < 10 and out["tier"][1] == "D"

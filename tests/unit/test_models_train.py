@@ -26,13 +26,19 @@ def problem(n_snapshots: int = 6, per: int = 1500, seed: int = 0) -> pa.Table:
     cat = rng.choice(["a", "b", "c"], size=rows)
     logit = -2.5 + 1.5 * (x1 > 0.5) + 0.8 * np.sin(3 * x2) + np.where(cat == "b", 1.0, 0.0)
     x2[rng.random(rows) < 0.05] = np.nan
-    return pa.table({
-        "lead_id": [f"l{i % per}" for i in range(rows)],
-        "as_of": pa.array(np.repeat([T0 + dt.timedelta(days=14 * i) for i in range(n_snapshots)], per),
-                          pa.timestamp("us", tz="UTC")),
-        "x1": x1, "x2": x2, "segment": cat,
-        "label": (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.int8),
-    })
+    return pa.table(
+        {
+            "lead_id": [f"l{i % per}" for i in range(rows)],
+            "as_of": pa.array(
+                np.repeat([T0 + dt.timedelta(days=14 * i) for i in range(n_snapshots)], per),
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "x1": x1,
+            "x2": x2,
+            "segment": cat,
+            "label": (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.int8),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +61,9 @@ def test_search_respects_the_trial_budget_and_lightgbm_wins_a_nonlinear_problem(
 def test_time_budget_stops_the_search_after_the_first_trial():
     table = problem(per=300)
     split = time_split(table)
-    result = train_models(split, FeatureEncoder.infer(table), TrainConfig(max_trials=50, time_budget_s=0.0,
-                                                                         baseline=False))
+    result = train_models(
+        split, FeatureEncoder.infer(table), TrainConfig(max_trials=50, time_budget_s=0.0, baseline=False)
+    )
     assert len(result.trials) == 1 and len(result.candidates) == 1
 
 

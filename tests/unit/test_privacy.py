@@ -22,7 +22,12 @@ def test_hash_is_keyed_normalised_and_null_safe():
 
 
 def test_domains_of_malformed_emails_are_null():
-    assert email_domains(pa.array(["a@B.com", "no-at", "x@@y.io", None])).to_pylist() == ["b.com", None, "y.io", None]
+    assert email_domains(pa.array(["a@B.com", "no-at", "x@@y.io", None])).to_pylist() == [
+        "b.com",
+        None,
+        "y.io",
+        None,
+    ]
 
 
 def test_local_key_is_private_and_stable(tmp_path: Path, monkeypatch):

@@ -27,7 +27,9 @@ def test_tokens_are_stored_hashed_and_roles_decide_401_403(tmp_path):
     assert allowed(store, "Bearer wrong", "score") == 401
     assert allowed(store, None, "score") == 401
     assert allowed(store, scorer, "score") == 401  # not a bearer header
-    env = TokenStore.load(None, environ={"PROX_SERVE_TOKENS": f"{hash_token('t1')} ingest;{hash_token('t2')} score"})
+    env = TokenStore.load(
+        None, environ={"PROX_SERVE_TOKENS": f"{hash_token('t1')} ingest;{hash_token('t2')} score"}
+    )
     assert allowed(env, "Bearer t1", "ingest") == 200 and allowed(env, "Bearer t2", "ingest") == 403
 
 
@@ -40,13 +42,27 @@ def test_malformed_token_entries_are_named_without_echoing_them():
 
 
 def _event(i: int, lead: str = "hubspot:1") -> dict:
-    return {"event_id": f"e{i}", "lead_id": lead, "source": "hubspot", "occurred_at": T0 + dt.timedelta(minutes=i),
-            "channel": "web", "action": "visit", "detail": "/pricing", "value": None}
+    return {
+        "event_id": f"e{i}",
+        "lead_id": lead,
+        "source": "hubspot",
+        "occurred_at": T0 + dt.timedelta(minutes=i),
+        "channel": "web",
+        "action": "visit",
+        "detail": "/pricing",
+        "value": None,
+    }
 
 
 def test_state_dedupes_by_event_id_and_survives_reopening(tmp_path):
-    lead = {"lead_id": "hubspot:1", "source": "hubspot", "crm_id": "1", "created_at": T0 - dt.timedelta(days=9),
-            "updated_at": T0, "company_domain": "WWW.Acme.com/about"}
+    lead = {
+        "lead_id": "hubspot:1",
+        "source": "hubspot",
+        "crm_id": "1",
+        "created_at": T0 - dt.timedelta(days=9),
+        "updated_at": T0,
+        "company_domain": "WWW.Acme.com/about",
+    }
     state = OnlineState(tmp_path / "s.sqlite")
     assert state.ingest([lead], [_event(1), _event(2)]) == (2, 0, {"hubspot:1"})
     assert state.ingest([], [_event(2), _event(3), _event(3)]) == (1, 2, {"hubspot:1"})

@@ -18,8 +18,15 @@ def test_defaults_live_under_one_data_dir(tmp_path: Path):
 
 
 def test_environment_overrides_are_typed(tmp_path: Path):
-    s = Settings.from_env({"PROX_DATA_DIR": str(tmp_path), "PROX_SEED": "11", "PROX_DIRT_RATE": "0.1",
-                           "PROX_CRM_SPLIT": "salesforce=3,hubspot=1", "PROX_MLFLOW_TRACKING_URI": "http://m:5000"})
+    s = Settings.from_env(
+        {
+            "PROX_DATA_DIR": str(tmp_path),
+            "PROX_SEED": "11",
+            "PROX_DIRT_RATE": "0.1",
+            "PROX_CRM_SPLIT": "salesforce=3,hubspot=1",
+            "PROX_MLFLOW_TRACKING_URI": "http://m:5000",
+        }
+    )
     assert s.seed == 11 and s.dirt_rate == 0.1
     assert s.crm_split == {"salesforce": 0.75, "hubspot": 0.25}
     assert s.tracking_uri == "http://m:5000"

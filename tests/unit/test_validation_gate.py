@@ -296,7 +296,9 @@ def test_a_tier_holding_nearly_everything_fails(cfg: Settings) -> None:
         scores.schema.get_field_index("tier"), "tier", pa.array(["D"] * (N - 10) + ["A"] * 10)
     )
     assert run("scores", mostly_d, cfg).decision == "passed"
-    all_d = scores.set_column(scores.schema.get_field_index("tier"), "tier", pa.array(["D"] * (N - 1) + ["A"]))
+    all_d = scores.set_column(
+        scores.schema.get_field_index("tier"), "tier", pa.array(["D"] * (N - 1) + ["A"])
+    )
     out = run("scores", all_d, cfg)
     assert out.decision == "failed" and "at most 98% tolerated" in only_message(out, "scores.tier")
 

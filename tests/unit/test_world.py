@@ -11,7 +11,15 @@ import pyarrow.compute as pc
 import pytest
 
 from features.contract import ACTIVITIES, LEAD_STATUS_HISTORY, RAW_LEADS
-from sandbox.world import WORLD_FILES, WorldSpec, load_world, oracle_probability, save_world, simulate_world, write_world
+from sandbox.world import (
+    WORLD_FILES,
+    WorldSpec,
+    load_world,
+    oracle_probability,
+    save_world,
+    simulate_world,
+    write_world,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -39,7 +47,9 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path):
         assert a == (tmp_path / "c" / name).read_bytes(), name  # streaming and in-memory agree
     other = WorldSpec(n_leads=1_500, days=200, seed=10)
     write_world(other, tmp_path / "d")
-    assert (tmp_path / "d" / "activities.parquet").read_bytes() != (tmp_path / "a" / "activities.parquet").read_bytes()
+    assert (tmp_path / "d" / "activities.parquet").read_bytes() != (
+        tmp_path / "a" / "activities.parquet"
+    ).read_bytes()
     assert load_world(tmp_path / "a").raw_leads.equals(simulate_world(spec).raw_leads)
 
 
@@ -63,7 +73,9 @@ def test_lead_ids_follow_each_crm(leads):
 
 
 def test_crm_split_is_honoured():
-    w = simulate_world(WorldSpec(n_leads=2_000, days=100, seed=1, crm_split={"salesforce": 1.0, "hubspot": 0.0}))
+    w = simulate_world(
+        WorldSpec(n_leads=2_000, days=100, seed=1, crm_split={"salesforce": 1.0, "hubspot": 0.0})
+    )
     assert set(w.raw_leads["source"].to_pylist()) == {"salesforce"}
     assert set(w.activities["source"].to_pylist()) <= {"salesforce", "file"}
 
@@ -96,7 +108,10 @@ def test_firmographics_are_realistic(world, leads):
     assert per_domain.max() >= 5 and (per_domain >= 2).mean() > 0.2  # accounts with several leads
     free = leads.email.str.contains(r"@(gmail|yahoo|hotmail|outlook|icloud|aol|gmx|proton)\.", na=False)
     assert 0.08 < free.mean() < 0.45
-    assert leads.title.str.contains(r"VP|Vice President|Director|Head of|Chief|C[EFIMORT]O\b", na=False).mean() > 0.15
+    assert (
+        leads.title.str.contains(r"VP|Vice President|Director|Head of|Chief|C[EFIMORT]O\b", na=False).mean()
+        > 0.15
+    )
     assert leads.country.nunique() >= 15
 
 
