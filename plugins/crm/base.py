@@ -95,6 +95,44 @@ class LeadSource(Protocol):
     ) -> list[ExtractResult]: ...
 
 
+class StreamingSource:
+    """Mixin for a CRM connector whose ``streams(table)`` list its :class:`Stream` objects:
+    extraction of every table through :func:`extract_table`, the same for every CRM."""
+
+    source: str
+    state: ConnectorState
+    stats: CallStats
+    commit_rows: int
+
+    def streams(self, table: str) -> list[Stream]:
+        raise NotImplementedError
+
+    def extract(
+        self,
+        lake: Lake,
+        run_date: dt.date,
+        *,
+        full_refresh: bool = False,
+        tables: Sequence[str] = ("raw_leads", "activities"),
+        on_commit: Callable[[str, int], None] | None = None,
+    ) -> list[ExtractResult]:
+        return [
+            extract_table(
+                self.state,
+                lake,
+                self.source,
+                t,
+                self.streams(t),
+                run_date,
+                full_refresh=full_refresh,
+                stats=self.stats,
+                commit_rows=self.commit_rows,
+                on_commit=on_commit,
+            )
+            for t in tables
+        ]
+
+
 def extract_table(
     state: ConnectorState,
     lake: Lake,

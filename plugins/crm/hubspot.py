@@ -24,17 +24,15 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from features.lake import Lake
 from plugins.crm.base import (
     BatchRejected,
     ConnectorError,
-    ExtractResult,
     Page,
     PushReport,
     RecordResult,
     ScoreRecord,
+    StreamingSource,
     chunked,
-    extract_table,
     push_scores,
 )
 from plugins.crm.credentials import HubSpotCredentials
@@ -115,7 +113,7 @@ def classify(exc: BaseException) -> Classification:
     return FAIL, None
 
 
-class HubSpotConnector:
+class HubSpotConnector(StreamingSource):
     """Extract from and push to one HubSpot portal."""
 
     source = crm = "hubspot"
@@ -248,31 +246,6 @@ class HubSpotConnector:
                 _EventStream(self)
             ]
         raise ValueError(f"unknown table {table!r}; expected raw_leads or activities")
-
-    def extract(
-        self,
-        lake: Lake,
-        run_date: dt.date,
-        *,
-        full_refresh: bool = False,
-        tables: Sequence[str] = ("raw_leads", "activities"),
-        on_commit: Any = None,
-    ) -> list[ExtractResult]:
-        return [
-            extract_table(
-                self.state,
-                lake,
-                self.source,
-                t,
-                self.streams(t),
-                run_date,
-                full_refresh=full_refresh,
-                stats=self.stats,
-                commit_rows=self.commit_rows,
-                on_commit=on_commit,
-            )
-            for t in tables
-        ]
 
     # ---- push ----------------------------------------------------------------------------------------
     def push(self, scores: pa.Table, *, full: bool = False, run_id: str | None = None) -> PushReport:

@@ -18,25 +18,22 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import datetime as dt
 import io
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from features.lake import Lake
 from plugins.crm.base import (
     BatchRejected,
     ConnectorError,
-    ExtractResult,
     Page,
     PushReport,
     RateLimitExhausted,
     RecordResult,
     ScoreRecord,
+    StreamingSource,
     chunked,
-    extract_table,
     push_scores,
 )
 from plugins.crm.credentials import SalesforceCredentials
@@ -86,7 +83,7 @@ def classify(exc: BaseException) -> Classification:
     return FAIL, None
 
 
-class SalesforceConnector:
+class SalesforceConnector(StreamingSource):
     """Extract from and push to one Salesforce org."""
 
     source = crm = "salesforce"
@@ -198,31 +195,6 @@ class SalesforceConnector:
                 _SoqlStream(self, "Event", crm_views.SF_EVENT_FIELDS, table),
             ]
         raise ValueError(f"unknown table {table!r}; expected raw_leads or activities")
-
-    def extract(
-        self,
-        lake: Lake,
-        run_date: dt.date,
-        *,
-        full_refresh: bool = False,
-        tables: Sequence[str] = ("raw_leads", "activities"),
-        on_commit: Any = None,
-    ) -> list[ExtractResult]:
-        return [
-            extract_table(
-                self.state,
-                lake,
-                self.source,
-                t,
-                self.streams(t),
-                run_date,
-                full_refresh=full_refresh,
-                stats=self.stats,
-                commit_rows=self.commit_rows,
-                on_commit=on_commit,
-            )
-            for t in tables
-        ]
 
     # ---- push ------------------------------------------------------------------------------
     def push(self, scores: pa.Table, *, full: bool = False, run_id: str | None = None) -> PushReport:
