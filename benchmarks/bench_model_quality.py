@@ -27,7 +27,10 @@ import time
 import warnings
 from pathlib import Path
 
-BANK = Path(os.environ.get("PROX_BANK_CSV", "/work/shared/data/bank-marketing/bank-full.csv"))
+BANK = Path(
+    os.environ.get("PROX_BANK_CSV")
+    or Path(__file__).resolve().parents[2] / "shared" / "data" / "bank-marketing" / "bank-full.csv"
+)
 
 
 def world_dir(n_leads: int, days: int, seed: int) -> Path:
