@@ -23,7 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.contract import conform, schema_for
@@ -153,6 +155,23 @@ class Lake:
         if not parts:
             return None
         return pa.concat_tables(self.read(p) for p in parts)
+
+
+def latest_per_key(table: pa.Table, key: str, by: str) -> pa.Table:
+    """One row per ``key``: the one with the greatest ``by``; among equals the later row wins.
+
+    How accumulated extracts compact to current state (e.g. a lead's latest CRM row)."""
+    if table.num_rows == 0:
+        return table
+    order = pa.array(np.arange(table.num_rows))
+    ranked = table.append_column("__row", order)
+    ranked = ranked.take(
+        pc.sort_indices(ranked, sort_keys=[(key, "ascending"), (by, "descending"), ("__row", "descending")])
+    )
+    keys = ranked.column(key).combine_chunks()
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False)
+    return ranked.filter(pa.array(first)).drop_columns(["__row"])
 
 
 def _as_table(data: pa.Table | object) -> pa.Table:

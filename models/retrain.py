@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from features.lake import Lake, Partition
+from features.lake import Lake, Partition, latest_per_key
 from models import coldstart
 from models.dataset import (
     LABEL,
@@ -157,12 +157,7 @@ def _lake_inputs(lake: Lake) -> Inputs:
         }
         newest = max([newest or parts[0].run_date, *(p.run_date for p in parts)])
     leads = tables["leads"]
-    if leads.num_rows:  # latest state per lead: the last partition's row wins
-        order = pc.sort_indices(leads, sort_keys=[("updated_at", "ascending")])
-        leads = leads.take(order)
-        ids = leads.column("lead_id").to_pylist()
-        last = {lead: i for i, lead in enumerate(ids)}
-        leads = leads.take(pa.array(sorted(last.values())))
+    leads = latest_per_key(leads, "lead_id", "updated_at")  # latest state; the last partition's row wins ties
     created = pc.min(leads.column("created_at")).as_py()
     start = created if created is not None else _midnight(newest)
     return Inputs(leads, tables["activities"], tables["status_history"], start, _midnight(newest), sources)

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.contract import LEAD_STATUS_HISTORY, SCORES, conform
-from features.lake import Lake, Partition
+from features.lake import Lake, Partition, latest_per_key
 from prox.settings import Settings
 
 ALL = "all"  # the source label of consolidated (cross-CRM) partitions
@@ -194,7 +194,7 @@ def consolidate(settings: Settings, ctx: RunContext) -> dict[str, Any]:
     raw = raw.filter(
         pc.less(raw.column("created_at"), pa.scalar(ctx.as_of, raw.schema.field("created_at").type))
     )
-    latest = _latest_per_lead(raw)
+    latest = latest_per_key(raw, "lead_id", "updated_at")
     leads = pseudonymise_leads(latest, load_hash_key(settings.secrets_dir))
     history = _status_history_from(raw)
     previous = [
@@ -213,16 +213,6 @@ def consolidate(settings: Settings, ctx: RunContext) -> dict[str, Any]:
     }
 
 
-def _latest_per_lead(raw: pa.Table) -> pa.Table:
-    order = pc.sort_indices(raw, sort_keys=[("lead_id", "ascending"), ("updated_at", "descending")])
-    raw = raw.take(order)
-    ids = raw.column("lead_id").combine_chunks()
-    first = np.ones(len(ids), dtype=bool)
-    if len(ids) > 1:
-        first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
-    return raw.filter(pa.array(first))
-
-
 def _status_history_from(raw: pa.Table) -> pa.Table:
     table = pa.table(
         {
@@ -236,21 +226,13 @@ def _status_history_from(raw: pa.Table) -> pa.Table:
 
 
 def _dedupe_history(history: pa.Table) -> pa.Table:
+    """Each (lead, time, status) once, in lead and time order."""
     history = conform(history, LEAD_STATUS_HISTORY)
+    distinct = history.group_by(LEAD_STATUS_HISTORY.names, use_threads=False).aggregate([])
     order = pc.sort_indices(
-        history, sort_keys=[("lead_id", "ascending"), ("changed_at", "ascending"), ("status", "ascending")]
+        distinct, sort_keys=[("lead_id", "ascending"), ("changed_at", "ascending"), ("status", "ascending")]
     )
-    history = history.take(order)
-    keys = pc.binary_join_element_wise(
-        history.column("lead_id"),
-        pc.cast(history.column("changed_at"), pa.string()),
-        history.column("status"),
-        "|",
-    ).combine_chunks()
-    first = np.ones(len(keys), dtype=bool)
-    if len(keys) > 1:
-        first[1:] = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False)
-    return history.filter(pa.array(first))
+    return conform(distinct.take(order), LEAD_STATUS_HISTORY)
 
 
 # ---- features and scores per bucket ---------------------------------------------------------

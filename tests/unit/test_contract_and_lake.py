@@ -118,3 +118,14 @@ def test_half_written_partitions_are_invisible(tmp_path: Path):
 def test_unknown_zone_is_refused(tmp_path: Path):
     with pytest.raises(LakeError, match="unknown zone"):
         Lake(tmp_path).write(_activities(), Partition("bronze", "activities", "hubspot", dt.date(2026, 1, 1)))
+
+
+def test_latest_per_key_keeps_the_newest_row_and_the_later_of_equals():
+    from features.lake import latest_per_key
+
+    table = pa.table({"lead_id": ["a", "b", "a", "a"], "updated_at": [1, 5, 3, 3], "v": [0, 1, 2, 3]})
+    assert latest_per_key(table, "lead_id", "updated_at").to_pylist() == [
+        {"lead_id": "a", "updated_at": 3, "v": 3},
+        {"lead_id": "b", "updated_at": 5, "v": 1},
+    ]
+    assert latest_per_key(table.slice(0, 0), "lead_id", "updated_at").num_rows == 0
