@@ -67,10 +67,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--max-leaves",
         type=positive_int,
-        default=127,
-        help="LightGBM search: most leaves per tree (fewer = cheaper reasons; default 127)",
+        default=31,
+        help="LightGBM search: most leaves per tree (fewer = cheaper reasons; default 31)",
     )
-    p.add_argument("--max-depth", type=int, default=-1, help="LightGBM search: tree depth cap (default none)")
+    p.add_argument(
+        "--max-depth", type=int, default=5, help="LightGBM search: tree depth cap (-1: none; default 5)"
+    )
     p.add_argument("--calibration", choices=("isotonic", "sigmoid", "none"), default="isotonic")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--every-days", type=positive_int, default=14, help="days between snapshots (default 14)")

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
@@ -68,6 +69,27 @@ def ensure_store(tracking_uri: str) -> None:
     """Create the directory of a local SQLite store (the default) before MLflow opens it."""
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts beside a local SQLite store; a tracking server decides for itself."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def use_experiment(tracking_uri: str, name: str) -> None:
+    """Make ``name`` the active experiment, creating it with :func:`artifact_location` (else
+    MLflow would write artifacts to ./mlruns of whatever directory the process runs in)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    ensure_store(tracking_uri)
+    mlflow_client = client(tracking_uri)
+    if mlflow_client.get_experiment_by_name(name) is None:
+        with contextlib.suppress(MlflowException):  # created meanwhile by a concurrent task
+            mlflow_client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+    mlflow.set_experiment(name)
 
 
 def code_version(repo: Path | None = None) -> str:

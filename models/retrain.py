@@ -340,17 +340,15 @@ def validate_training_set(settings: Settings, info: Mapping[str, Any], *, run_id
 def _start_run(settings: Settings, info: Mapping[str, Any], run_id: str | None = None) -> Any:
     import mlflow
 
-    from models.registry import client, ensure_store
+    from models.registry import client, ensure_store, use_experiment
 
     ensure_store(settings.tracking_uri)
     client(settings.tracking_uri)
     if run_id:
         return mlflow.start_run(run_id=run_id)
-    experiment = FLAT_EXPERIMENT if info.get("split") == "stratified" else EXPERIMENT
-    if mlflow.get_experiment_by_name(experiment) is None:
-        artifacts = settings.mlflow_dir / "artifacts" if settings.tracking_uri.startswith("sqlite:") else None
-        mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri() if artifacts else None)
-    mlflow.set_experiment(experiment)
+    use_experiment(
+        settings.tracking_uri, FLAT_EXPERIMENT if info.get("split") == "stratified" else EXPERIMENT
+    )
     return mlflow.start_run()
 
 

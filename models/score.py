@@ -5,11 +5,11 @@ The nightly job and the hot path call :func:`load_scorer` once and then
 on a float64 NumPy matrix (or the baseline's NumPy algebra), no pandas and no pyfunc layer.
 Without a champion (cold start) the scorer falls back to :mod:`models.coldstart`'s rules.
 
-Cost: probabilities are cheap (~0.1 ms a lead); exact TreeSHAP contributions are not (about
-trees x leaves x depth^2 per lead: ~100 ms for a 710-tree, 127-leaf champion, ~10 ms at 63
-leaves and depth 8). Ask for contributions (``contributions=True``) only for the leads whose
-reasons are pushed, or cap the search (:class:`models.train.TrainConfig` ``max_num_leaves``,
-``max_depth``) when every lead needs reasons every night.
+Cost: probabilities are cheap (~0.01-0.03 ms a lead); exact TreeSHAP contributions are not
+(about sum over trees of leaves x depth^2 per lead: ~7 ms for a 1,254-tree, 31-leaf champion of
+unbounded depth, ~0.2 ms for the shallow trees the search prefers, see
+:class:`models.train.TrainConfig`). Ask for contributions (``contributions=True``) only for
+the leads whose reasons are pushed.
 
 **Score 1-99** is the percentile of the calibrated probability among the leads of the test
 holdout the model was evaluated on (98 quantile cut points stored in the bundle): a lead

@@ -293,9 +293,6 @@ def score(
     leads that get pushed; every other lead keeps the reasons it was pushed with, copied from
     the previous run's scores. Nothing shown is approximated.
     """
-    from features.build import is_open
-    from models.score import load_scorer
-
     lake = _lake(settings)
     label = _bucket_label(bucket, n_buckets)
     features = lake.read(Partition("features", "features", label, ctx.run_date))
@@ -303,6 +300,28 @@ def score(
         Partition("clean", "leads", ALL, ctx.run_date),
         columns=["lead_id", "source", "consent_processing", "opted_out"],
     )
+    table, counts = score_rows(settings, lake, ctx, features, leads, consent_policy=consent_policy)
+    path = lake.write(table, Partition("scores", "scores", label, ctx.run_date))
+    return {"bucket": bucket, **counts, "path": str(path)}
+
+
+def score_rows(
+    settings: Settings,
+    lake: Lake,
+    ctx: RunContext,
+    features: pa.Table,
+    leads: pa.Table,
+    *,
+    consent_policy: str | None = None,
+) -> tuple[pa.Table, dict[str, Any]]:
+    """The SCORES rows of the open, consenting leads among ``features``, and their counts.
+
+    Shared by the nightly buckets and the micro-batch: same consent rule, same champion, same
+    exact reasons for the leads whose score or tier differs from the push ledger.
+    """
+    from features.build import is_open
+    from models.score import load_scorer
+
     policy = consent_policy or settings.consent_policy
     allowed = _consenting(leads, policy)
     open_rows = is_open(features)
@@ -345,7 +364,6 @@ def score(
         ),
         SCORES,
     )
-    path = lake.write(table, Partition("scores", "scores", label, ctx.run_date))
     tier_counts = (
         {
             t: int(c)
@@ -356,8 +374,7 @@ def score(
         if n
         else {}
     )
-    return {
-        "bucket": bucket,
+    return table, {
         "scored": n,
         "explained": explained,
         "withheld_consent": withheld,
@@ -365,7 +382,6 @@ def score(
         "tiers": tier_counts,
         "model_version": str(scorer.model_version),
         "cold_start": scorer.cold_start,
-        "path": str(path),
     }
 
 
@@ -657,8 +673,9 @@ def _previous_report(lake: Lake, run_date: dt.date) -> dict[str, Any]:
 def _log_scoring_run(settings: Settings, report: Mapping[str, Any], path: Path) -> str | None:
     import mlflow
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_experiment("prox-nightly-scoring")
+    from models.registry import use_experiment
+
+    use_experiment(settings.tracking_uri, "prox-nightly-scoring")
     # one MLflow run per nightly run id: a retried report task updates it, never duplicates it
     existing = mlflow.search_runs(
         filter_string=f"tags.prox_run_id = '{report['run_id']}'", output_format="list"

@@ -171,13 +171,6 @@ def pipeline_metrics(summary: pd.DataFrame | None, check: pd.DataFrame | None) -
     return metrics
 
 
-def artifact_location(tracking_uri: str) -> str | None:
-    """Artifacts beside a local SQLite store (else MLflow would use ./mlruns in the CWD)."""
-    if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
-    return None  # a tracking server decides
-
-
 def plot_series(part: pd.DataFrame, path: Path, *, history_weeks: int = HISTORY_WEEKS_PLOTTED) -> Path:
     """History, forecast and 80%/95% bands of one series, as a PNG (matplotlib, Agg)."""
     import matplotlib
@@ -220,11 +213,9 @@ def log_mlflow_run(
     """Log one forecast run (metrics, plots, tables); returns the MLflow run id."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient()
-    if client.get_experiment_by_name(experiment) is None:
-        client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
-    mlflow.set_experiment(experiment)
+    from models.registry import use_experiment
+
+    use_experiment(tracking_uri, experiment)
     plots = Path(work_dir) / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     for sid, part in forecasts.groupby("series_id", sort=True):

@@ -14,6 +14,7 @@ from expectations.evidence import log_validation_to_mlflow
 from expectations.runner import GateFailed, previous_stats, run_gate, validate
 from features.contract import QUARANTINE, RAW_LEADS
 from features.lake import Lake, Partition
+from models.registry import use_experiment
 from prox.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -104,7 +105,7 @@ def test_evidence_is_attached_to_the_mlflow_run(settings: Settings, dirty_leads)
     try:
         with pytest.raises(RuntimeError, match="no active MLflow run"):
             log_validation_to_mlflow([leads])
-        mlflow.set_experiment("validation-test")
+        use_experiment(settings.tracking_uri, "validation-test")
         with mlflow.start_run() as run:
             summary = log_validation_to_mlflow([leads, scores])
         client = MlflowClient(settings.tracking_uri)

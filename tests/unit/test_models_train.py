@@ -109,3 +109,33 @@ def test_winner_is_calibrated_on_the_later_slice(trained):
     se = np.sqrt(y.mean() * (1 - y.mean()) / len(y))
     assert abs(p.mean() - y.mean()) < 4 * se  # calibration in the large, within sampling noise
     assert expected_calibration_error(y, p) < 0.06  # 1,500 rows: 10 bins carry ~0.03 of noise
+
+
+def test_explain_cost_is_leaves_times_depth_squared_per_tree():
+    import lightgbm as lgb
+
+    from models.train import explain_cost
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 3))
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)
+    params = {"objective": "binary", "num_leaves": 4, "max_depth": 2, "verbose": -1, "min_data_in_leaf": 5}
+    booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=5)
+    # five full trees of depth 2: 4 leaves x 2^2 each
+    assert explain_cost(booster) == 5 * 4 * 4
+
+
+def test_search_keeps_the_cheapest_to_explain_of_the_near_best_trials():
+    """Within the AUC tolerance the cheapest trial wins; with no tolerance the best one does."""
+    table = problem(per=800)
+    split = time_split(table)
+    enc = FeatureEncoder.infer(table)
+    common = {"max_trials": 4, "time_budget_s": 60, "early_stopping_rounds": 20, "baseline": False}
+    exact = train_models(split, enc, TrainConfig(explain_tolerance_auc=0.0, **common))
+    lenient = train_models(split, enc, TrainConfig(explain_tolerance_auc=1.0, **common))
+    best = max(exact.trials, key=lambda t: t["valid_auc"])
+    cheapest = min(lenient.trials, key=lambda t: t["explain_cost"])
+    assert exact.winner.details["params"]["best_iteration"] == best["best_iteration"]
+    assert lenient.winner.details["params"]["num_leaves"] == cheapest["num_leaves"]
+    assert lenient.winner.details["params"]["best_iteration"] == cheapest["best_iteration"]
+    assert all(t["max_depth"] <= 5 and t["num_leaves"] <= 31 for t in lenient.trials)
