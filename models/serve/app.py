@@ -31,7 +31,7 @@ from models.serve.model import ModelHolder
 from models.serve.push import PushWorker
 from models.serve.schemas import EventsRequest, EventsResponse, ScoreRequest, ScoreResponse
 from models.serve.scoring import LeadScore, score_features
-from models.serve.state import OnlineState, OnlineStore, account_key, open_state
+from models.serve.state import OnlineState, OnlineStore, account_key, open_state, prune_forever
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
@@ -54,6 +54,7 @@ class ServeConfig:
     consent_policy: str = "opt_in"
     online_state: str = "sqlite"  # or "redis" (PROX_ONLINE_STATE, PROX_REDIS_URL)
     redis_url: str = ""
+    prune_hours: float = 24.0  # events past every feature window are deleted this often (0: never)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeConfig:
@@ -76,6 +77,7 @@ class ServeConfig:
             consent_policy=settings.consent_policy,
             online_state=settings.online_state,
             redis_url=settings.redis_url,
+            prune_hours=float(env.get("PROX_SERVE_PRUNE_HOURS", "24")),
         )
 
     def open_state(self) -> OnlineStore:
@@ -220,6 +222,15 @@ def create_app(config: ServeConfig) -> FastAPI:
                 open_store=config.open_state,
             )
             threads.append(threading.Thread(target=app.state.pusher.run, name="prox-push", daemon=True))
+        if config.prune_hours > 0:
+            threads.append(
+                threading.Thread(
+                    target=prune_forever,
+                    args=(config.open_state, config.prune_hours * 3600, stop),
+                    name="prox-prune",
+                    daemon=True,
+                )
+            )
         if config.poll_seconds > 0:
             threads.append(
                 threading.Thread(

@@ -170,6 +170,24 @@ def open_state(
     raise ValueError(f"PROX_ONLINE_STATE must be sqlite or redis, got {kind!r}")
 
 
+def prune_forever(open_store: Any, every_seconds: float, stop: threading.Event) -> None:
+    """Prune at start and then every ``every_seconds`` until ``stop`` (its own connection)."""
+    import logging
+
+    store = open_store()
+    try:
+        while True:
+            try:
+                gone = store.prune()
+                logging.getLogger(__name__).info("pruned %d events past every feature window", gone)
+            except Exception as exc:  # a failed prune only postpones the next one
+                logging.getLogger(__name__).warning("pruning failed: %s", type(exc).__name__)
+            if stop.wait(every_seconds):
+                return
+    finally:
+        store.close()
+
+
 class OnlineState:
     """One SQLite connection (use one instance per thread)."""
 

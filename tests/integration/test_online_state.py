@@ -271,3 +271,17 @@ def test_the_setting_picks_the_store(tmp_path, redis_server):
         Settings.from_env({"PROX_ONLINE_STATE": "redis"})
     with pytest.raises(SettingsError, match="PROX_ONLINE_STATE"):
         Settings.from_env({"PROX_ONLINE_STATE": "memcached"})
+
+
+def test_the_service_prunes_at_start_in_its_own_thread(tmp_path):
+    from models.serve.state import prune_forever
+
+    path = tmp_path / "online.sqlite"
+    store = OnlineState(path)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=500)
+    store.ingest([_lead(1)], [_event(i, at=old + dt.timedelta(days=i)) for i in range(5)])
+    stop = threading.Event()
+    stop.set()  # one pass, then return
+    prune_forever(lambda: OnlineState(path), 3600, stop)
+    assert sorted(store.events(["hubspot:1"])["event_id"].to_pylist()) == ["e0", "e4"]  # first, newest
+    store.close()
