@@ -13,6 +13,8 @@ Everything is configurable (``prox sandbox up --faults ...`` or the admin endpoi
   before the answer arrives (the case that makes exactly-once hard).
 - **partial batch failures**: a fraction of records in batch writes fails with the CRM's
   transient per-record error (Salesforce ``UNABLE_TO_LOCK_ROW``; HubSpot a 207 error entry).
+- **CRM exports**: HubSpot's exports per rolling 24 h, how many status polls an export stays
+  in progress, and whether it completes or is canceled.
 - **expired tokens**: access tokens expire after N API calls (401, then the client refreshes).
 - **a held write**: the Nth write request is applied and its answer held, so a test can kill
   the client mid-push at a known point.
@@ -44,6 +46,9 @@ class FaultConfig:
     hubspot_rate_limit: int | None = 100  # requests per rolling window; None = no limit
     hubspot_window_seconds: float = 10.0
     hubspot_search_per_second: int | None = 5  # the search endpoints' own limit
+    hubspot_exports_per_day: int = 30  # CRM exports API: exports started per rolling 24 h
+    hubspot_export_polls: int = 0  # status polls an export stays in progress (0: done at the first)
+    hubspot_export_outcome: str = "COMPLETE"  # how exports end: COMPLETE or CANCELED
     salesforce_daily_limit: int = 100_000
     token_ttl_requests: int | None = None
     hang_on_write: int | None = None

@@ -13,6 +13,9 @@ Endpoints:
 * ``GET|POST /crm/v3/properties/{objectType}``, ``GET .../{name}``, ``GET|POST .../groups``.
 * ``POST /crm/v4/associations/{from}/{to}/batch/read`` (engagement -> contact).
 * ``GET /events/v3/events`` (Event Analytics: web, form, ad, webinar and chat events).
+* ``POST /crm/v3/exports/export/async`` and ``GET .../tasks/{taskId}/status`` (CRM exports of
+  contacts and engagements as CSV, with associated contact ids), and the signed, short-lived
+  download URL the status gives when an export is complete (see :func:`build_export`).
 
 The rolling 10-second limit (100 or 190 requests per app) answers 429 with ``Retry-After``
 and the ``X-HubSpot-RateLimit-*`` headers. Writes stamp ``lastmodifieddate`` (contacts) or
@@ -23,10 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
 import datetime as dt
+import hashlib
+import hmac
+import io
 import json
 import secrets
+import time
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +55,38 @@ OBJECTS = ("contacts", "emails", "calls", "meetings")
 _MODSTAMP = {"contacts": "lastmodifieddate"}  # engagements use hs_lastmodifieddate
 _CREATED = {"contacts": "createdate"}
 PRIVATE_APP = "private-app"
+
+# CRM exports API limits, from developers.hubspot.com/docs/api/crm/exports ("Limits"): up to 30
+# exports in a rolling 24-hour window and one export processed at a time (later ones queue);
+# a CSV over 2 MB comes zipped; a download URL expires 5 minutes after the status request that
+# gave it (ask again for a new one). Since 2025-04-28 (developers.hubspot.com/changelog/
+# crm-export-partitioning-and-association-limits): files over 1,000,000 rows are split into
+# several files in a zip, and rows carry at most 1,000 associated records unless the request
+# sets overrideAssociatedObjectsPerDefinitionPerRowLimit. The 30 per day is a fault setting
+# (hubspot_exports_per_day), so tests can use it up.
+EXPORT_OBJECT_TYPES = {
+    "contact": "contacts",
+    "contacts": "contacts",
+    "0-1": "contacts",
+    "email": "emails",
+    "emails": "emails",
+    "0-49": "emails",
+    "call": "calls",
+    "calls": "calls",
+    "0-48": "calls",
+    "meeting": "meetings",
+    "meetings": "meetings",
+    "0-47": "meetings",
+}
+EXPORT_URL_SECONDS = 300
+EXPORT_ZIP_BYTES = 2 * 1024 * 1024
+EXPORT_ROWS_PER_FILE = 1_000_000
+EXPORT_ASSOC_PER_ROW = 1_000
+EXPORT_RECORD_ID = "Record ID"
+EXPORT_ASSOC_COLUMN = "Associated Contact IDs"  # ids joined with ";"
+_EXPORT_INDEX = "hs-exports"
+_EXPORT_JOB = "hs-export:"
+_EXPORT_DONE = ("COMPLETE", "CANCELED")
 
 
 class HsError(Exception):
@@ -581,7 +622,217 @@ def create_app(store: Store, faults: Faults, credentials: dict[str, str]) -> Fas
             body["paging"] = {"next": {"after": token}}
         return await finish(request, JSONResponse(body))
 
+    # ---- CRM exports -------------------------------------------------------------------------------
+    export_lock = asyncio.Lock()
+    url_key = hashlib.sha256(("exports:" + credentials["client_secret"]).encode()).digest()
+
+    def export_tasks() -> list[dict[str, Any]]:
+        found = store.get_job(_EXPORT_INDEX)
+        return found[0]["tasks"] if found else []
+
+    @app.post("/crm/v3/exports/export/async")
+    async def export_start(request: Request) -> Response:
+        await guard(request, is_write=False)
+        spec = export_spec(store, await _json(request))
+        async with export_lock:
+            now = time.time()
+            tasks = export_tasks()
+            recent = [t["at"] for t in tasks if t["at"] > now - 86_400]
+            limit = faults.config.hubspot_exports_per_day
+            if len(recent) >= limit:
+                retry_after = int(min(recent) + 86_400 - now) + 1 if recent else 86_400
+                raise HsError(
+                    429,
+                    "RATE_LIMITS",
+                    f"You have reached your limit of {limit} exports in a rolling 24 hours.",
+                    errorType="RATE_LIMIT",
+                    policyName="DAILY",
+                    _headers={"Retry-After": str(retry_after)},
+                )
+            payload, filename, rows = await asyncio.to_thread(build_export, store, spec)
+            task_id = str(10**11 + secrets.randbelow(9 * 10**11))
+            requested = iso_ms(now_ms())
+            data = {
+                "id": task_id,
+                "object": spec["object"],
+                "file": filename,
+                "rows": rows,
+                "status": "PENDING",
+                "ticks": 0,
+                "need": faults.config.hubspot_export_polls,
+                "outcome": faults.config.hubspot_export_outcome,
+                "requestedAt": requested,
+                "startedAt": None,
+                "completedAt": None,
+            }
+            store.put_job(_EXPORT_JOB + task_id, data, payload)
+            store.put_job(_EXPORT_INDEX, {"tasks": [*tasks, {"id": task_id, "at": now}]})
+        body = {"id": task_id, "links": {"status": f"/crm/v3/exports/export/async/tasks/{task_id}/status"}}
+        return await finish(request, JSONResponse(body, status_code=202))
+
+    @app.get("/crm/v3/exports/export/async/tasks/{task_id}/status")
+    async def export_status(request: Request, task_id: str) -> Response:
+        await guard(request, is_write=False)
+        async with export_lock:
+            if store.get_job(_EXPORT_JOB + task_id) is None:
+                raise HsError(404, "OBJECT_NOT_FOUND", f"No export task with id {task_id}")
+            advance_exports(store, [t["id"] for t in export_tasks()])
+            data = store.get_job(_EXPORT_JOB + task_id)[0]  # type: ignore[index]
+        stamp = iso_ms(now_ms())
+        body: dict[str, Any] = {
+            "status": data["status"],
+            "requestedAt": data["requestedAt"],
+            "startedAt": data["startedAt"] or stamp,
+            "completedAt": data["completedAt"] or stamp,
+            "links": {},
+        }
+        if data["status"] == "COMPLETE":
+            expires = int(time.time()) + EXPORT_URL_SECONDS
+            signature = _export_signature(url_key, task_id, expires)
+            body["result"] = (
+                f"{str(request.base_url).rstrip('/')}/hubspot-exports/{task_id}/{data['file']}"
+                f"?expires={expires}&signature={signature}"
+            )
+        return await finish(request, JSONResponse(body))
+
+    @app.get("/hubspot-exports/{task_id}/{filename}")
+    async def export_file(request: Request, task_id: str, filename: str) -> Response:
+        """The signed download URL (a file store, not the API: no token, no rate limit)."""
+        q = request.query_params
+        expires = _int_param(q.get("expires"), 0, "expires")
+        if not hmac.compare_digest(_export_signature(url_key, task_id, expires), q.get("signature", "")):
+            return Response("SignatureDoesNotMatch", status_code=403, media_type="text/plain")
+        if expires < time.time():
+            return Response("Request has expired", status_code=403, media_type="text/plain")
+        found = store.get_job(_EXPORT_JOB + task_id)
+        if found is None or found[0]["status"] != "COMPLETE" or found[0]["file"] != filename:
+            return Response("NoSuchKey", status_code=404, media_type="text/plain")
+        kind = "application/zip" if filename.endswith(".zip") else "text/csv"
+        return Response(
+            found[1] or b"",
+            media_type=kind,
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
     return app
+
+
+def export_spec(store: Store, body: dict[str, Any]) -> dict[str, Any]:
+    """Validate a PublicExportRequest as the sandbox supports it (VIEW exports to CSV)."""
+    if body.get("exportType") == "LIST":
+        raise HsError(400, "VALIDATION_ERROR", "the sandbox exports views only (exportType VIEW)")
+    if body.get("exportType") != "VIEW":
+        raise HsError(400, "VALIDATION_ERROR", "exportType must be VIEW or LIST")
+    if body.get("format") not in ("CSV", "XLSX", "XLS"):
+        raise HsError(400, "VALIDATION_ERROR", "format must be one of CSV, XLSX, XLS")
+    if body.get("format") != "CSV":
+        raise HsError(400, "VALIDATION_ERROR", "the sandbox writes CSV exports only")
+    for key in ("exportName", "language"):
+        if not body.get(key):
+            raise HsError(400, "VALIDATION_ERROR", f"{key} is required")
+    obj = EXPORT_OBJECT_TYPES.get(str(body.get("objectType", "")).lower())
+    if obj is None:
+        raise HsError(400, "VALIDATION_ERROR", f"Unable to infer object type from: {body.get('objectType')}")
+    props = body.get("objectProperties")
+    if not isinstance(props, list) or not props:
+        raise HsError(400, "VALIDATION_ERROR", "objectProperties: expected a non-empty array")
+    known = catalog(store, obj)
+    unknown = [p for p in props if p not in known]
+    if unknown:
+        raise HsError(400, "VALIDATION_ERROR", f"Properties do not exist: {', '.join(map(str, unknown))}")
+    if body.get("publicCrmSearchRequest"):
+        raise HsError(400, "VALIDATION_ERROR", "the sandbox exports whole views (no publicCrmSearchRequest)")
+    assoc = body.get("associatedObjectType")
+    if assoc and (EXPORT_OBJECT_TYPES.get(str(assoc).lower()) != "contacts" or obj == "contacts"):
+        raise HsError(400, "VALIDATION_ERROR", "the sandbox exports engagements' associated contacts only")
+    return {
+        "object": obj,
+        "properties": [str(p) for p in props],
+        "contacts": bool(assoc),
+        "assoc_limit": None
+        if body.get("overrideAssociatedObjectsPerDefinitionPerRowLimit")
+        else EXPORT_ASSOC_PER_ROW,
+        "name": "".join(c if c.isalnum() or c in "-_" else "_" for c in str(body["exportName"]))[:100],
+    }
+
+
+def build_export(store: Store, spec: dict[str, Any], chunk: int = 2_000) -> tuple[bytes, str, int]:
+    """The export file of ``spec``: (bytes, file name, rows).
+
+    One CSV row per record in the list endpoint's order, with the values the v3 API returns
+    (``None`` as an empty cell), ``Record ID`` first and the associated contact ids last;
+    zipped above 2 MB, one CSV per million rows.
+    """
+    obj, props = spec["object"], spec["properties"]
+    header = [EXPORT_RECORD_ID, *props] + ([EXPORT_ASSOC_COLUMN] if spec["contacts"] else [])
+    parts: list[str] = []
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(header)
+    rows = in_part = 0
+    after = 0
+    while True:
+        batch = list(store.scan(SYSTEM, obj, after_k=after, order="k", limit=chunk))
+        if not batch:
+            break
+        after = int(batch[-1]["id"])
+        linked = store.assoc_of(SYSTEM, obj, [r["id"] for r in batch], "contacts") if spec["contacts"] else {}
+        for record in batch:
+            if in_part == EXPORT_ROWS_PER_FILE:
+                parts.append(buf.getvalue())
+                buf = io.StringIO()
+                writer = csv.writer(buf, lineterminator="\r\n")
+                writer.writerow(header)
+                in_part = 0
+            p = record["properties"]
+            line = [record["id"]] + [
+                _cell(record["id"] if name == "hs_object_id" else p.get(name)) for name in props
+            ]
+            if spec["contacts"]:
+                ids = linked.get(record["id"], [])
+                line.append(";".join(ids if spec["assoc_limit"] is None else ids[: spec["assoc_limit"]]))
+            writer.writerow(line)
+            rows += 1
+            in_part += 1
+    parts.append(buf.getvalue())
+    first = parts[0].encode()
+    if len(parts) == 1 and len(first) <= EXPORT_ZIP_BYTES:
+        return first, f"{spec['name']}.csv", rows
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n, text in enumerate(parts, 1):
+            zf.writestr(f"{spec['name']}{'' if len(parts) == 1 else f'-{n}'}.csv", text)
+    return out.getvalue(), f"{spec['name']}.zip", rows
+
+
+def advance_exports(store: Store, task_ids: list[str]) -> None:
+    """One step of the portal's export queue (driven by status polls, so tests need no clock):
+    the oldest unfinished export progresses; it ends after ``need`` steps as configured."""
+    for task_id in task_ids:
+        found = store.get_job(_EXPORT_JOB + task_id)
+        if found is None or found[0]["status"] in _EXPORT_DONE:
+            continue
+        data = found[0]
+        data["ticks"] += 1
+        data["status"] = "PROCESSING"
+        data["startedAt"] = data["startedAt"] or iso_ms(now_ms())
+        if data["ticks"] > data["need"]:
+            data["status"] = data["outcome"] if data["outcome"] in _EXPORT_DONE else "COMPLETE"
+            data["completedAt"] = iso_ms(now_ms())
+        store.put_job(_EXPORT_JOB + task_id, data)
+        return
+
+
+def _export_signature(key: bytes, task_id: str, expires: int) -> str:
+    return hmac.new(key, f"{task_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 # ---- helpers ----------------------------------------------------------------------------------------

@@ -2,8 +2,12 @@
 
 * **Auth**: a private-app token, or OAuth with a refresh token (an expired access token, 401
   ``EXPIRED_AUTHENTICATION``, is refreshed and the call repeated).
-* **Extract**: a full refresh lists objects with ``after`` paging (associations included for
-  engagements); incremental windows use search on ``lastmodifieddate`` /
+* **Extract**: a first or full load of contacts and engagements (no watermark yet) goes
+  through the CRM exports API (one export per object, associated contact ids included, a few
+  calls instead of one per 100 records); if exports are off, used up (30 a day), canceled or
+  failing, it lists objects with ``after`` paging instead (associations included for
+  engagements). The export's task id is kept in the connector state, so a retried run polls
+  the export it started instead of starting another. Incremental windows use search on ``lastmodifieddate`` /
   ``hs_lastmodifieddate`` (200 a page) and, because one search stops at 10,000 results,
   restart the search at the last stamp seen. Engagement associations come from the v4
   associations batch read. Web, form, ad, webinar and chat events come from the Event
@@ -17,10 +21,18 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any, TypeVar
 
 import pyarrow as pa
 
@@ -41,7 +53,13 @@ from plugins.crm.state import ConnectorState
 from sandbox import crm_views
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 BATCH_LIMIT = 100
+EXPORT_PAGE = 1_000  # records per page read from an export file
+EXPORT_REUSE_SECONDS = 24 * 3600  # an export remembered from a crashed run is reused this long
+EXPORT_OBJECT_TYPE = {"contacts": "CONTACT", "emails": "EMAIL", "calls": "CALL", "meetings": "MEETING"}
+EXPORT_RECORD_ID = "Record ID"
+EXPORT_ASSOC_COLUMN = "Associated Contact IDs"
 LIST_LIMIT = 100
 SEARCH_PAGE = 200
 SEARCH_MAX = 10_000
@@ -100,6 +118,8 @@ def classify(exc: BaseException) -> Classification:
     if isinstance(exc, ContactsApiException) or (status is not None and hasattr(exc, "body")):
         status = int(status or 0)
         if status == 429:
+            if _body(exc).get("policyName") == "DAILY":
+                return FAIL, None  # a daily allocation (or the exports' one) does not clear soon
             headers = getattr(exc, "headers", None) or {}
             retry_after = headers.get("Retry-After") if hasattr(headers, "get") else None
             return RETRY, float(retry_after) if retry_after else None
@@ -125,12 +145,21 @@ class HubSpotConnector(StreamingSource):
         *,
         policy: RetryPolicy | None = None,
         commit_rows: int = 5_000,
+        use_exports: bool = True,
+        export_poll_seconds: float = 1.0,
+        export_poll_max_seconds: float = 30.0,
+        export_deadline_seconds: float = 3_600.0,
     ) -> None:
         self.credentials = credentials
         self.state = state
         self.policy = policy or RetryPolicy()
         self.stats = CallStats()
         self.commit_rows = commit_rows
+        self.use_exports = use_exports
+        self.export_poll_seconds = export_poll_seconds
+        self.export_poll_max_seconds = export_poll_max_seconds
+        self.export_deadline_seconds = export_deadline_seconds
+        self.on_export_poll: Callable[[str, int], None] | None = None  # (stream, poll no.): a test hook
         self._token = credentials.access_token
         self._apis: dict[str, Any] = {}
         self._client: Any = None
@@ -237,6 +266,32 @@ class HubSpotConnector(StreamingSource):
                 ) from None
             raise
 
+    def download(self, url: str, what: str) -> IO[bytes]:
+        """GET a signed file URL (retried like API calls) into a temporary file: the exports
+        API client's connection pool, so the same CA bundle and TLS settings, no token."""
+        pool = self.api("crm.exports.public_exports_api").api_client.rest_client.pool_manager
+
+        def attempt() -> IO[bytes]:
+            response = pool.request("GET", url, preload_content=False, timeout=300.0, retries=False)
+            try:
+                if response.status != 200:
+                    raise DownloadFailed(response.status, response.read(500), response.headers)
+                spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115 - returned open
+                try:
+                    shutil.copyfileobj(response, spool)
+                    expected = response.headers.get("Content-Length")
+                    if expected is not None and spool.tell() != int(expected):
+                        raise IncompleteAnswer(f"hubspot {what}: {spool.tell()} of {expected} bytes")
+                except BaseException:
+                    spool.close()
+                    raise
+                spool.seek(0)
+                return spool
+            finally:
+                response.release_conn()
+
+        return call_with_retry(attempt, classify, self.policy, self.stats, what=what)
+
     # ---- extraction --------------------------------------------------------------------------------
     def streams(self, table: str) -> list[Any]:
         if table == "raw_leads":
@@ -281,10 +336,127 @@ class _ObjectStream:
         )
 
     def pages(self, since: str | None, resume: dict[str, Any] | None) -> Iterator[Page]:
-        if since is None or (resume and resume.get("mode") == "list"):
+        mode = (resume or {}).get("mode")
+        if mode == "export" or (since is None and resume is None and self.conn.use_exports):
+            yield from self._export(resume)
+        elif since is None or mode == "list":
             yield from self._list(resume)
         else:
             yield from self._search(since)
+
+    # ---- first load through the CRM exports API --------------------------------------------------
+    def _export(self, resume: dict[str, Any] | None) -> Iterator[Page]:
+        """All records from one export file, pages of EXPORT_PAGE; the list API if the export
+        cannot be had. Pages resume at a row of the same export (its task id in ``resume``)."""
+        if resume is not None and resume.get("done"):
+            return
+        task_id = (resume or {}).get("task")
+        skip = int((resume or {}).get("row", 0))
+        try:
+            if task_id is None:
+                task_id = _pending_export(self.conn.state, self.name) or self._start_export()
+            file = self._download(task_id)
+        except ExportUnavailable as exc:
+            log.warning("hubspot %s: no export (%s); reading with the list API instead", self.obj, exc)
+            _forget_export(self.conn.state, self.name)
+            yield from self._list(None)  # rows already committed from the export are deduplicated
+            return
+        with file:
+            records = _export_records(file, self.props, self.obj != "contacts")
+            row, held = 0, None
+            for chunk in _chunks(records, EXPORT_PAGE):
+                row += len(chunk)
+                if row <= skip:
+                    continue
+                if row - len(chunk) < skip:
+                    chunk = chunk[skip - (row - len(chunk)) :]
+                if held is not None:
+                    yield self._page(held[0], {"mode": "export", "task": task_id, "row": held[1]})
+                held = (chunk, row)
+            if held is not None:
+                yield self._page(held[0], {"mode": "export", "task": task_id, "row": held[1], "done": True})
+        _forget_export(self.conn.state, self.name)
+        log.info("hubspot %s: first load read %d records from export %s", self.obj, row, task_id)
+
+    def _start_export(self) -> str:
+        from hubspot.crm.exports import PublicExportViewRequest
+
+        request = PublicExportViewRequest(
+            export_type="VIEW",
+            format="CSV",
+            export_name=f"prox-{self.obj}-{uuid.uuid4().hex[:12]}",
+            object_type=EXPORT_OBJECT_TYPE[self.obj],
+            object_properties=list(self.props),
+            language="EN",
+            export_internal_values_options=["NAMES", "VALUES"],
+            associated_object_type=None if self.obj == "contacts" else "CONTACT",
+            override_associated_objects_per_definition_per_row_limit=self.obj != "contacts",
+        )
+        try:
+            answer = self.conn.call(
+                "crm.exports.public_exports_api",
+                "start",
+                f"start export of {self.obj}",
+                expect="id",
+                raw=True,
+                public_export_request=request,
+            )
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise ExportUnavailable(_why(exc, "start")) from None
+        task_id = str(answer["id"])
+        _remember_export(self.conn.state, self.name, task_id)
+        log.info("hubspot %s: started export %s", self.obj, task_id)
+        return task_id
+
+    def _await(self, task_id: str) -> str:
+        """Poll the export's status with bounded exponential backoff until it is complete
+        (its download URL) or canceled, failing or past the deadline (ExportUnavailable)."""
+        conn = self.conn
+        delay, deadline, polls = conn.export_poll_seconds, time.monotonic() + conn.export_deadline_seconds, 0
+        while True:
+            try:
+                answer = conn.call(
+                    "crm.exports.public_exports_api",
+                    "get_status",
+                    f"status of the {self.obj} export",
+                    expect="status",
+                    raw=True,
+                    task_id=task_id,
+                )
+            except ConnectorError:
+                raise
+            except Exception as exc:
+                raise ExportUnavailable(_why(exc, "status")) from None
+            polls += 1
+            if conn.on_export_poll is not None:
+                conn.on_export_poll(self.name, polls)
+            status = answer["status"]
+            if status == "COMPLETE" and answer.get("result"):
+                return str(answer["result"])
+            if status not in ("PENDING", "PROCESSING"):
+                raise ExportUnavailable(f"export {task_id} ended {status}")
+            if time.monotonic() + delay > deadline:
+                raise ExportUnavailable(
+                    f"export {task_id} still {status} after {conn.export_deadline_seconds:.0f} s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, conn.export_poll_max_seconds)
+
+    def _download(self, task_id: str) -> IO[bytes]:
+        """The export file in a temporary file, fetched over the client's own TLS pool (the
+        URL is signed, so no token is sent); an expired URL is asked for again once."""
+        for attempt in (1, 2):
+            url = self._await(task_id)
+            try:
+                return self.conn.download(url, f"download of the {self.obj} export")
+            except ConnectorError:
+                raise
+            except Exception as exc:
+                if attempt == 2 or getattr(exc, "status", None) not in (403, 404):
+                    raise ExportUnavailable(_why(exc, "download")) from None
+        raise AssertionError("unreachable")
 
     def _list(self, resume: dict[str, Any] | None) -> Iterator[Page]:
         after = (resume or {}).get("after")
@@ -428,6 +600,96 @@ class _EventStream:
                 )
             if not after:
                 return
+
+
+class ExportUnavailable(Exception):
+    """No export to read (quota used up, canceled, failing, too slow): use the list API."""
+
+
+class DownloadFailed(Exception):
+    """A non-200 answer to a file download (``status``/``body``/``headers`` as ApiException)."""
+
+    def __init__(self, status: int, body: bytes, headers: Any) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.body, self.headers = status, body.decode("utf-8", "replace"), headers
+
+
+def _why(exc: BaseException, step: str) -> str:
+    body = _body(exc)
+    status = getattr(exc, "status", None)
+    detail = body.get("message") or type(exc).__name__
+    return f"{step} failed: {status or ''} {detail}".replace("  ", " ")
+
+
+_EXPORTS_DDL = (
+    "CREATE TABLE IF NOT EXISTS hubspot_exports "
+    "(stream TEXT PRIMARY KEY, task_id TEXT NOT NULL, started_at REAL NOT NULL)"
+)
+
+
+def _pending_export(state: ConnectorState, stream: str) -> str | None:
+    """The export a crashed run of ``stream`` started (recently), to poll instead of starting one."""
+    with state.tx() as db:
+        db.execute(_EXPORTS_DDL)
+        row = db.execute(
+            "SELECT task_id, started_at FROM hubspot_exports WHERE stream=?", (stream,)
+        ).fetchone()
+    if row is None or row[1] < time.time() - EXPORT_REUSE_SECONDS:
+        return None
+    return str(row[0])
+
+
+def _remember_export(state: ConnectorState, stream: str, task_id: str) -> None:
+    with state.tx() as db:
+        db.execute(_EXPORTS_DDL)
+        db.execute(
+            "INSERT OR REPLACE INTO hubspot_exports (stream, task_id, started_at) VALUES (?,?,?)",
+            (stream, task_id, time.time()),
+        )
+
+
+def _forget_export(state: ConnectorState, stream: str) -> None:
+    with state.tx() as db:
+        db.execute(_EXPORTS_DDL)
+        db.execute("DELETE FROM hubspot_exports WHERE stream=?", (stream,))
+
+
+def _export_records(file: IO[bytes], props: Sequence[str], engagement: bool) -> Iterator[dict[str, Any]]:
+    """Records ({"id", "properties", "contacts"}, as the list path builds them) from an export
+    file: a CSV, or a zip of CSVs (large exports). Empty cells are unset properties."""
+    head = file.read(4)
+    file.seek(0)
+    if head == b"PK\x03\x04":
+        with zipfile.ZipFile(file) as zf:
+            for name in sorted(n for n in zf.namelist() if n.lower().endswith(".csv")):
+                with zf.open(name) as member:
+                    yield from _csv_records(member, props, engagement)
+    else:
+        yield from _csv_records(file, props, engagement)
+
+
+def _csv_records(raw: IO[bytes], props: Sequence[str], engagement: bool) -> Iterator[dict[str, Any]]:
+    reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))
+    missing = [p for p in (EXPORT_RECORD_ID, *props) if p not in (reader.fieldnames or [])]
+    if missing:
+        raise ConnectorError(f"hubspot export: columns missing from the file: {', '.join(missing)}")
+    for row in reader:
+        rid = str(row[EXPORT_RECORD_ID])
+        properties = {p: (row[p] if row[p] != "" else None) for p in props}
+        properties["hs_object_id"] = rid
+        contacts = [c for c in (row.get(EXPORT_ASSOC_COLUMN) or "").split(";") if c] if engagement else []
+        yield {"id": rid, "properties": properties, "contacts": contacts}
+
+
+def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _record(obj: dict[str, Any]) -> dict[str, Any]:
