@@ -146,15 +146,17 @@ def extract_table(
     commit_rows: int = 5_000,
     staging_dir: Path | None = None,
     on_commit: Callable[[str, int], None] | None = None,
+    run_key: str | None = None,
 ) -> ExtractResult:
     """Extract ``streams`` into the raw partition of ``table`` for ``run_date``.
 
     Pages are committed (Parquet + state row) every ``commit_rows`` rows; a crash resumes from
     the last committed page. The partition is written atomically, and only then do the
     watermarks move. A rerun of a finished ``run_date`` returns the partition it wrote.
+    ``run_key`` names the run when several run on one date (the micro-batch's intervals).
     """
     part = Partition("raw", table, source, run_date)
-    run_key = f"{run_date.isoformat()}{':full' if full_refresh else ''}"
+    run_key = run_key or f"{run_date.isoformat()}{':full' if full_refresh else ''}"
     calls_before = stats.calls if stats else 0
     if all(state.finished_run(s.name, run_key) for s in streams) and lake.exists(part):
         rows = lake.manifest(part)["rows"]

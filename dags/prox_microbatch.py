@@ -1,0 +1,103 @@
+"""
+### ProX micro-batch re-scoring (every 15 minutes)
+
+For CRMs that cannot call the hot path's webhooks: re-scores the leads with engagement since
+the last run and pushes the ones whose score or tier changed.
+
+extract engagement (each CRM, incremental, its own watermarks) -> re-score the engaged leads
+as of the run's time (batch feature code, @champion, exact reasons) -> push changes -> report.
+
+Pushes go through the same push ledger as the nightly job, so neither job re-sends what the
+other already sent, and a rerun of an interval pushes nothing new. Logic lives in `prox.microbatch`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import TriggerRule, dag, get_current_context, task
+
+CRMS = ["salesforce", "hubspot"]
+
+
+def _context():
+    """Settings and the interval's identity inside a task."""
+    from prox.microbatch import Interval
+    from prox.settings import Settings
+
+    ctx = get_current_context()
+    moment = ctx.get("logical_date") or ctx["dag_run"].run_after
+    return Settings.from_env(), Interval.of(moment, ctx["run_id"])
+
+
+def _halting(fn, *args):
+    """Run a step; a deliberate stop (no credentials) fails the task without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from prox.nightly import PipelineHalted
+
+    try:
+        return fn(*args)
+    except PipelineHalted as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+@dag(
+    dag_id="prox_microbatch",
+    schedule="*/15 * * * *",
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=dt.timedelta(minutes=14),
+    tags=["prox", "scoring", "hot-path"],
+    doc_md=__doc__,
+    default_args={"owner": "prox", "retries": 2, "retry_delay": dt.timedelta(minutes=1)},
+)
+def prox_microbatch():
+    @task(multiple_outputs=False)
+    def extract(crm: str):
+        from prox import microbatch
+
+        settings, run = _context()
+        return _halting(microbatch.extract, settings, crm, run)
+
+    @task(multiple_outputs=False)
+    def rescore(extracted):
+        from prox import microbatch
+
+        settings, run = _context()
+        return _halting(microbatch.rescore, settings, run)
+
+    @task(multiple_outputs=False)
+    def push(crm: str, scored):
+        from prox import microbatch
+
+        settings, run = _context()
+        return _halting(microbatch.push, settings, crm, run)
+
+    @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE)
+    def report(extracted, scored, pushed):
+        from prox import microbatch
+
+        settings, run = _context()
+        items = [pushed[i] for i in range(len(pushed))] if pushed is not None else []
+        found = [extracted[i] for i in range(len(extracted))] if extracted is not None else []
+        parts = {
+            "extract": [e for e in found if e],
+            "rescore": scored or {},
+            "push": [p for p in items if p],
+        }
+        report = microbatch.write_report(settings, run, parts)
+        if not scored or len(parts["push"]) < len(CRMS):  # the report is written; the run must fail
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException("micro-batch incomplete: an upstream task failed (see its log)")
+        return report
+
+    extracted = extract.expand(crm=CRMS)
+    scored = rescore(extracted)
+    pushed = push.partial(scored=scored).expand(crm=CRMS)
+    report(extracted, scored, pushed)
+
+
+prox_microbatch()
