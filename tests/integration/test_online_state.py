@@ -285,3 +285,33 @@ def test_the_service_prunes_at_start_in_its_own_thread(tmp_path):
     prune_forever(lambda: OnlineState(path), 3600, stop)
     assert sorted(store.events(["hubspot:1"])["event_id"].to_pylist()) == ["e0", "e4"]  # first, newest
     store.close()
+
+
+def test_the_service_on_redis_keeps_acknowledged_events_across_kill_9(tmp_path, redis_server):
+    """`prox serve` with PROX_ONLINE_STATE=redis, over HTTP (cold-start rules: no champion needed)."""
+    import httpx
+
+    from tests.integration.test_serve_api import Service, _auth, _json
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    env = {"PROX_ONLINE_STATE": "redis", "PROX_REDIS_URL": redis_server.url}
+    service = Service(data_dir, data_dir / "unused.sqlite", env).start()
+    lead = _lead(1)
+    events = [_event(i) for i in range(1, 6)]
+    as_of = T0 + dt.timedelta(days=1)
+    try:
+        with httpx.Client(base_url=service.url, headers=_auth("ingest"), timeout=30) as client:
+            r = client.post("/v1/events", json=_json({"leads": [lead], "events": events, "as_of": as_of}))
+            assert r.status_code == 200, r.text
+            assert (r.json()["accepted"], [s["lead_id"] for s in r.json()["scored"]]) == (5, ["hubspot:1"])
+        service.kill9()
+        redis_server.kill9()  # both processes die; only Redis' fsynced append-only file remains
+        redis_server.start()
+        service.start()
+        with httpx.Client(base_url=service.url, headers=_auth("ingest"), timeout=30) as client:
+            r = client.post("/v1/events", json=_json({"events": events, "as_of": as_of}))
+            assert (r.json()["accepted"], r.json()["duplicates"]) == (0, 5)  # all kept, each once
+    finally:
+        service.stop()
+    assert not (data_dir / "unused.sqlite").exists()  # the SQLite store was never opened
