@@ -7,10 +7,15 @@ Three HTTP services on 127.0.0.1, each one uvicorn worker, the same registered c
 - ``bare``: a FastAPI endpoint calling ``booster.predict`` on a posted NumPy row (the floor);
 - ``mlflow``: ``mlflow models serve`` of the same model version (one feature row as
   ``dataframe_records``), when it starts within 120 s.
-For each: sequential p50/p99 over N requests, then throughput at concurrency 16 (asyncio
-httpx client in this process: the client shares the 2 cores, alike for every target).
+For each: sequential latency p50/p90/p99 over N requests (concurrency 1), then throughput at
+concurrency 16, both measured by ``benchmarks/loadgen.c``: a one-thread epoll HTTP/1.1
+keep-alive client in C, compiled here with the system ``cc`` at the start of the run (about
+0.2 s; the Python httpx client is the fallback without a compiler, and caps at a few hundred
+requests/s). The servers are pinned to CPU 0 and the client to CPU 1 with ``taskset`` (when
+there are two CPUs; ``--no-pin`` turns it off), so every target gets the same one core and
+the client never competes with it. Each /v1/events request carries a new event_id.
 
-    flock /tmp/prox-heavy.lock .venv/bin/python benchmarks/bench_serve.py [--data-dir DIR] [-n 1000]
+    flock /tmp/prox-heavy.lock .venv/bin/python benchmarks/bench_serve.py [--data-dir DIR] [-n 2000]
 
 Without ``--data-dir`` (holding a champion) a 2,500-lead world is simulated and a champion
 trained first (~45 s). The last line is one JSON object of the figures.
@@ -23,6 +28,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -93,6 +99,7 @@ def bare_app(bundle_dir: str):
 
 
 def _lat(fn, n: int) -> dict:
+    """Python fallback (no C compiler): sequential latency with a keep-alive httpx client."""
     times = []
     for i in range(n):
         t = time.perf_counter()
@@ -107,6 +114,7 @@ def _lat(fn, n: int) -> dict:
 
 
 async def _throughput(url: str, bodies, headers: dict, total: int, concurrency: int = 16) -> float:
+    """Python fallback (no C compiler): asyncio httpx client; it caps at a few hundred req/s."""
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -123,6 +131,70 @@ async def _throughput(url: str, bodies, headers: dict, total: int, concurrency: 
         return total / (time.perf_counter() - started)
 
 
+def build_loadgen(out_dir: Path) -> Path | None:
+    """Compile benchmarks/loadgen.c (a C epoll keep-alive client) with the system cc; None without one."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    exe = out_dir / "prox-loadgen"
+    done = subprocess.run(
+        [cc, "-O2", "-o", str(exe), str(ROOT / "benchmarks" / "loadgen.c")], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        print("cc failed, falling back to the Python client:", done.stderr[-500:], flush=True)
+        return None
+    return exe
+
+
+def request_bytes(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    """One raw HTTP/1.1 keep-alive POST, as the load generator replays it."""
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class Loadgen:
+    """Runs the compiled client (pinned to ``cpus`` with taskset when given) and parses its JSON."""
+
+    def __init__(self, exe: Path, work: Path, cpus: str | None) -> None:
+        self.exe, self.work, self.cpus, self.seq = exe, work, cpus, 0
+
+    def run(self, port: int, path: str, body: bytes, headers: dict, total: int, concurrency: int) -> dict:
+        req = self.work / f"req-{self.seq}.http"
+        req.write_bytes(request_bytes(path, body, headers))
+        cmd = [str(self.exe), str(port), str(concurrency), str(total), str(req), "300", str(self.seq)]
+        if self.cpus:
+            cmd = ["taskset", "-c", self.cpus, *cmd]
+        self.seq += 10**7  # event ids stay unique across runs
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+        if done.returncode != 0:
+            raise RuntimeError(f"load generator failed on {path}: {done.stderr[-500:]}")
+        return json.loads(done.stdout)
+
+
+def _server(cmd: list[str], env: dict, cpus: str | None, quiet: bool = False) -> subprocess.Popen:
+    if cpus:
+        cmd = ["taskset", "-c", cpus, *cmd]
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=out)
+
+
+def _uvicorn(factory: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        factory,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
 def main() -> int:
     import httpx
 
@@ -134,8 +206,13 @@ def main() -> int:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("-n", type=int, default=1000, help="sequential requests per target")
-    parser.add_argument("--total", type=int, default=3000, help="requests per throughput run")
+    parser.add_argument("-n", type=int, default=2000, help="sequential requests per target")
+    parser.add_argument("--total", type=int, default=6000, help="requests per throughput run (c16)")
+    parser.add_argument("--mlflow-total", type=int, default=600, help="requests per mlflow throughput run")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin servers to CPU 0 and the client to CPU 1"
+    )
+    parser.add_argument("--python-client", action="store_true", help="use the httpx client, not the C one")
     args = parser.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-serve-")) / "data"
     settings = Settings.from_env({"PROX_DATA_DIR": str(data_dir)})
@@ -151,6 +228,15 @@ def main() -> int:
     print(
         f"model {settings.model_name} v{scorer.model_version}: {booster.num_trees()} trees, "
         f"{booster.num_feature()} features",
+        flush=True,
+    )
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-work-"))
+    pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    server_cpus, client_cpus = ("0", "1") if pin else (None, None)
+    exe = None if args.python_client else build_loadgen(work)
+    client = "C loadgen (benchmarks/loadgen.c, epoll, keep-alive)" if exe else "Python httpx (keep-alive)"
+    print(
+        f"client: {client}; " + ("servers pinned to CPU 0, client to CPU 1" if pin else "no CPU pinning"),
         flush=True,
     )
 
@@ -181,58 +267,31 @@ def main() -> int:
         **os.environ,
         "PROX_DATA_DIR": str(data_dir),
         "PROX_SERVE_PUSH": "0",
-        "PROX_SERVE_STATE": str(data_dir / "serve" / f"bench-{os.getpid()}.sqlite"),
+        "PROX_SERVE_STATE": str(work / "online.sqlite"),
         "PROX_SERVE_TOKENS": f"{hash_token(TOKEN)} admin",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
     try:
         port = _port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "models.serve.app:app_from_env",
-                    "--port",
-                    str(port),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                env=env,
-                cwd=ROOT,
-            )
-        )
+        procs.append(_server(_uvicorn("models.serve.app:app_from_env", port), env, server_cpus))
         prox = f"http://127.0.0.1:{port}"
         assert _wait(f"{prox}/healthz", procs[-1], 120), "prox service did not start"
-        bundle_dir = Path(tempfile.mkdtemp(prefix="bench-bare-"))
+        bundle_dir = work / "bare"
+        bundle_dir.mkdir()
         booster.save_model(str(bundle_dir / "model.txt"))  # the very booster the champion holds
         bport = _port()
         procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "benchmarks.bench_serve:bare_factory",
-                    "--port",
-                    str(bport),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                env={**env, "BENCH_BUNDLE": str(bundle_dir)},
-                cwd=ROOT,
+            _server(
+                _uvicorn("benchmarks.bench_serve:bare_factory", bport),
+                {**env, "BENCH_BUNDLE": str(bundle_dir)},
+                server_cpus,
             )
         )
         bare = f"http://127.0.0.1:{bport}"
         assert _wait(f"{bare}/docs", procs[-1], 60), "bare service did not start"
         mport = _port()
         procs.append(
-            subprocess.Popen(
+            _server(
                 [
                     sys.executable,
                     "-m",
@@ -248,14 +307,13 @@ def main() -> int:
                     "-w",
                     "1",
                 ],
-                env={
+                {
                     **env,
                     "MLFLOW_TRACKING_URI": settings.tracking_uri,  # it execs `uvicorn`
                     "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
                 },
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                server_cpus,
+                quiet=True,
             )
         )
         mlf = f"http://127.0.0.1:{mport}"
@@ -266,65 +324,86 @@ def main() -> int:
         first = c.post(f"{prox}/v1/score", json=score_body).json()
         features = first["features"]
         x = scorer.bundle.encoder.transform(features)[0].tolist()
-        x = [None if np.isnan(v) else v for v in x]
-        x_bare = [float("nan") if v is None else v for v in x]
-        c.post(f"{prox}/v1/events", json={"leads": [lead_j], "events": events_j, "as_of": as_of.isoformat()})
+        x_bare = [None if np.isnan(v) else v for v in x]
+        r = c.post(
+            f"{prox}/v1/events", json={"leads": [lead_j], "events": events_j, "as_of": as_of.isoformat()}
+        )
+        assert r.status_code == 200, r.text[:300]
         state_body = {"lead": lead_j, "as_of": as_of.isoformat()}
         ev0 = events_j[-1]
+        marker = "@" * 12  # the C client writes each request's number there
 
-        def new_event(i: int) -> dict:
-            return {
-                "event": {**ev0, "event_id": f"bench-{os.getpid()}-{i}-{time.perf_counter_ns()}"},
-                "as_of": as_of.isoformat(),
-            }
+        def new_event(i: int | str) -> dict:
+            return {"event": {**ev0, "event_id": f"bench-{os.getpid()}-{i}"}, "as_of": as_of.isoformat()}
 
-        for _ in range(50):  # warm up
-            c.post(f"{prox}/v1/score", json=score_body)
-        figures: dict = {
-            "model_trees": booster.num_trees(),
-            "model_features": booster.num_feature(),
-            "events_per_lead": len(events_j),
-        }
-        n = args.n
-        figures["prox_score"] = _lat(lambda i: c.post(f"{prox}/v1/score", json=score_body), n)
-        figures["prox_score_state"] = _lat(lambda i: c.post(f"{prox}/v1/score", json=state_body), n)
-        figures["prox_events"] = _lat(lambda i: c.post(f"{prox}/v1/events", json=new_event(i)), n)
-        bare_body = json.loads(json.dumps({"x": x_bare}).replace("NaN", "null"))
-        figures["bare"] = _lat(lambda i: c.post(f"{bare}/predict", json=bare_body), n)
+        bare_body = {"x": x_bare}
         mlflow_body = {"dataframe_records": [features]}
         if mlflow_up:
             ok = c.post(f"{mlf}/invocations", json=mlflow_body)
             mlflow_up = ok.status_code == 200
             if not mlflow_up:
                 print("mlflow models serve answered", ok.status_code, ok.text[:300])
+        for _ in range(200):  # warm up
+            c.post(f"{prox}/v1/score", json=score_body)
+            c.post(f"{bare}/predict", json=bare_body)
+        figures: dict = {
+            "model_trees": booster.num_trees(),
+            "model_features": booster.num_feature(),
+            "events_per_lead": len(events_j),
+            "client": "c-loadgen" if exe else "python-httpx",
+            "pinned": pin,
+        }
+        # name -> (port, path, JSON body or a function of the request number, headers, n, total)
+        targets = {
+            "prox_score": (port, "/v1/score", score_body, H, args.n, args.total),
+            "prox_score_state": (port, "/v1/score", state_body, H, args.n, args.total),
+            "prox_events": (port, "/v1/events", new_event, H, args.n, args.total),
+            "bare": (bport, "/predict", bare_body, {}, args.n, args.total),
+        }
         if mlflow_up:
-            figures["mlflow"] = _lat(
-                lambda i: c.post(f"{mlf}/invocations", json=mlflow_body), max(100, n // 5)
+            targets["mlflow"] = (
+                mport,
+                "/invocations",
+                mlflow_body,
+                {},
+                max(200, args.n // 5),
+                args.mlflow_total,
             )
-        total = args.total
-        figures["prox_score"]["rps_c16"] = round(
-            asyncio.run(_throughput(f"{prox}/v1/score", lambda i: score_body, H, total)), 1
-        )
-        figures["prox_score_state"]["rps_c16"] = round(
-            asyncio.run(_throughput(f"{prox}/v1/score", lambda i: state_body, H, total)), 1
-        )
-        figures["prox_events"]["rps_c16"] = round(
-            asyncio.run(_throughput(f"{prox}/v1/events", new_event, H, total)), 1
-        )
-        figures["bare"]["rps_c16"] = round(
-            asyncio.run(_throughput(f"{bare}/predict", lambda i: bare_body, {}, total)), 1
-        )
+        for name, (tport, path, body, headers, n, total) in targets.items():
+            print(f"measuring {name} ...", flush=True)
+            if exe:
+                gen = Loadgen(exe, work, client_cpus)
+                raw = json.dumps(body(marker) if callable(body) else body).encode()
+                seq = gen.run(tport, path, raw, headers, n, 1)
+                thr = gen.run(tport, path, raw, headers, total, 16)
+                figures[name] = {
+                    "p50_ms": seq["p50_ms"],
+                    "p90_ms": seq["p90_ms"],
+                    "p99_ms": seq["p99_ms"],
+                    "max_ms": seq["max_ms"],
+                    "rps_c16": thr["rps"],
+                    "c16_p50_ms": thr["p50_ms"],
+                    "c16_p99_ms": thr["p99_ms"],
+                }
+            else:
+                url = f"http://127.0.0.1:{tport}{path}"
+                bodies = body if callable(body) else (lambda i, b=body: b)
+                hc = httpx.Client(headers=headers, timeout=60)
+                figures[name] = _lat(lambda i, hc=hc, url=url, bodies=bodies: hc.post(url, json=bodies(i)), n)
+                figures[name]["rps_c16"] = round(
+                    asyncio.run(_throughput(url, lambda i, b=bodies: b(f"t{i}"), headers, total)), 1
+                )
+        sc, bare_f = figures["prox_score"], figures["bare"]
+        figures["ratio_score_rps_vs_bare"] = round(sc["rps_c16"] / bare_f["rps_c16"], 3)
+        figures["ratio_events_rps_vs_bare"] = round(figures["prox_events"]["rps_c16"] / bare_f["rps_c16"], 3)
         if mlflow_up:
-            figures["mlflow"]["rps_c16"] = round(
-                asyncio.run(_throughput(f"{mlf}/invocations", lambda i: mlflow_body, {}, 300)), 1
+            figures["ratio_score_rps_vs_mlflow"] = round(sc["rps_c16"] / figures["mlflow"]["rps_c16"], 1)
+            figures["ratio_events_rps_vs_mlflow"] = round(
+                figures["prox_events"]["rps_c16"] / figures["mlflow"]["rps_c16"], 1
             )
-        figures["ratio_score_rps_vs_bare"] = round(
-            figures["prox_score"]["rps_c16"] / figures["bare"]["rps_c16"], 3
-        )
-        if mlflow_up:
-            figures["ratio_score_rps_vs_mlflow"] = round(
-                figures["prox_score"]["rps_c16"] / figures["mlflow"]["rps_c16"], 1
-            )
+        figures["target_score_p99_under_5ms"] = sc["p99_ms"] < 5.0
+        figures["target_rps_20x_mlflow"] = bool(mlflow_up and figures["ratio_score_rps_vs_mlflow"] >= 20)
+        figures["target_rps_quarter_of_bare"] = figures["ratio_score_rps_vs_bare"] >= 0.25
         for name, value in figures.items():
             print(f"{name}: {value}")
         print(json.dumps(figures, sort_keys=True))
@@ -336,6 +415,7 @@ def main() -> int:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
