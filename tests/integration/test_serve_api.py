@@ -57,6 +57,9 @@ class Service:
             "PROX_DATA_DIR": str(self.data_dir),
             "PROX_SERVE_STATE": str(self.state),
             "PROX_SERVE_PUSH": "0",
+            # this world lies months before the wall clock: pruning relative to now would drop
+            # events that these tests' as-of times still see
+            "PROX_SERVE_PRUNE_HOURS": "0",
             "PROX_SERVE_MAX_BODY_BYTES": str(4 * 1024 * 1024),
             "PROX_SERVE_TOKENS": ";".join(f"{hash_token(t)} {role}" for role, t in TOKENS.items()),
             **self.extra_env,
