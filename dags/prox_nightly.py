@@ -4,7 +4,8 @@
 Scores every open, consenting lead and pushes what changed back to the CRMs.
 
 extract (each CRM, incremental) -> validate raw (GX, quarantine) -> consolidate ->
-features at the run date (one task per lead-hash bucket) -> score with @champion ->
+features at the run date (one task per lead-hash bucket) -> validate features (GX) ->
+score with @champion ->
 validate scores (GX + drift vs training) -> push changes to each CRM -> score history -> report.
 
 Every task is idempotent: a rerun of a date rewrites the same partitions and the push ledger
@@ -101,6 +102,13 @@ def prox_nightly():
         return _halting(nightly.build_features, settings, run, bucket, settings.score_buckets)
 
     @task(multiple_outputs=False)
+    def validate_features(built):
+        from prox import nightly
+
+        settings, run, _ = _context()
+        return _halting(nightly.validate_features, settings, run, built)
+
+    @task(multiple_outputs=False)
     def score(built):
         from prox import nightly
 
@@ -129,13 +137,14 @@ def prox_nightly():
         return nightly.append_history(settings, run)
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE)
-    def report(extracted, validated, scored, gate, pushed, history):
+    def report(extracted, validated, checked, scored, gate, pushed, history):
         from prox import nightly
 
         settings, run, _ = _context()
         parts = {
             "extract": _items(extracted),
             "validate": _items(validated),
+            "features": _items(checked),
             "score": _items(scored),
             "scores_gate": gate or {},
             "push": _items(pushed),
@@ -151,11 +160,12 @@ def prox_nightly():
     validated = validate_raw.expand(extracted=extracted)
     consolidated = consolidate(validated)
     built = build_features.expand(bucket=plan_buckets(consolidated))
-    scored = score.expand(built=built)
+    checked = validate_features.expand(built=built)
+    scored = score.expand(built=checked)
     gate = validate_scores(scored)
     pushed = push.partial(gate=gate).expand(crm=CRMS)
     history = append_history(pushed)
-    report(extracted, validated, scored, gate, pushed, history)
+    report(extracted, validated, checked, scored, gate, pushed, history)
 
 
 prox_nightly()

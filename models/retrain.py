@@ -66,7 +66,12 @@ class RunOptions:
     every_days: int = 14
     lookback_days: int = 365
     horizon_days: int | None = None  # default: Settings.label_horizon_days
-    embargo_days: float = 0.0
+    #: Purge: drop training snapshots whose label window (as_of + horizon) reaches within this
+    #: many days of the validation snapshot. Without it, a lead's label at the last training
+    #: snapshots and at validation is the same conversion, and the search rewards memorising
+    #: leads: on the 100k-lead world validation AUC read 0.937 for a model that tested 0.913,
+    #: and the purged validation agrees with the test (0.918 / 0.917). <= 0 turns it off.
+    embargo_days: float = 1.0
     exclude_features: tuple[str, ...] = ()
     leakage_allowlist: tuple[str, ...] = ()
     max_single_auc: float = 0.9

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,45 @@ class Scorer:
             out.reasons_positive.append(reasons_text(plus))
             out.reasons_negative.append(reasons_text(minus))
         return out
+
+
+def explain_changed(
+    bundle: ModelBundle,
+    X: np.ndarray,
+    ids: Sequence[str],
+    scores: np.ndarray,
+    tiers: np.ndarray,
+    pushed: Mapping[str, tuple[int, str]],
+    carried: Mapping[str, tuple[tuple[int, str], list[str], list[str]]],
+) -> tuple[list[list[str]], list[list[str]], int]:
+    """Reasons of every row, computing exact TreeSHAP only where they can have changed.
+
+    A lead whose (score, tier) equals both what its CRM last received (``pushed``) and what
+    the previous run stored with its reasons (``carried``) is not pushed again, and its CRM
+    keeps showing those reasons: they are carried over. Every other lead (new, changed, or
+    never pushed) gets exact reasons from its own contributions. Returns (positive reasons,
+    negative reasons, number of leads explained).
+    """
+    from models.explain import reasons
+
+    positive: list[list[str]] = [[] for _ in ids]
+    negative: list[list[str]] = [[] for _ in ids]
+    todo = []
+    for i, lead_id in enumerate(ids):
+        now = (int(scores[i]), str(tiers[i]))
+        old = carried.get(lead_id)
+        if pushed.get(lead_id) == now and old is not None and old[0] == now:
+            positive[i], negative[i] = old[1], old[2]
+        else:
+            todo.append(i)
+    if todo:
+        rows = np.asarray(todo)
+        contributions = bundle.contributions(X[rows])
+        for k, i in enumerate(todo):
+            plus, minus = reasons(bundle, X[i], contributions[k])
+            positive[i] = [r["text"] for r in plus]
+            negative[i] = [r["text"] for r in minus]
+    return positive, negative, len(todo)
 
 
 def _value(table: pa.Table, name: str, row: int) -> Any:

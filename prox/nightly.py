@@ -266,6 +266,26 @@ def build_features(settings: Settings, ctx: RunContext, bucket: int, n_buckets: 
     }
 
 
+def validate_features(settings: Settings, ctx: RunContext, built: Mapping[str, Any]) -> dict[str, Any]:
+    """GX gate on one bucket's feature rows (schema, nulls, ranges, categories, point in time):
+    a broken feature build stops here, before anything is scored or pushed."""
+    from expectations.runner import GateFailed, run_gate
+
+    label = _bucket_label(int(built["bucket"]), settings.score_buckets)
+    try:
+        gate = run_gate(
+            "features",
+            built["path"],
+            run_id=ctx.run_id,
+            reference_time=ctx.as_of,
+            settings=settings,
+            source=label,
+        )
+    except GateFailed as exc:
+        raise PipelineHalted(f"features of {label} failed validation: {exc}") from None
+    return {**built, "gate": _small(gate)}
+
+
 def _activities_for(lake: Lake, lead_ids: pa.Array, ctx: RunContext) -> pa.Table:
     from features.contract import ACTIVITIES
 
@@ -396,49 +416,44 @@ def _reasons_for_changes(
     tiers: np.ndarray,
 ) -> tuple[list[list[str]], list[list[str]], int]:
     """Reasons: exact TreeSHAP for changed leads, carried over for the others."""
-    from models.explain import reasons
+    from models.score import explain_changed
     from plugins.crm.state import ConnectorState
 
     state = ConnectorState.for_data_dir(settings.data_dir)
     try:
-        pushed = {**state.pushed_values("salesforce", ids), **state.pushed_values("hubspot", ids)}
+        pushed = {
+            lead_id: (v.score, v.tier)
+            for crm in ("salesforce", "hubspot")
+            for lead_id, v in state.pushed_values(crm, ids).items()
+        }
     finally:
         state.close()
-    carried = _previous_reasons(lake, ctx.run_date)
-    positive: list[list[str]] = [[] for _ in ids]
-    negative: list[list[str]] = [[] for _ in ids]
-    todo = []
-    for i, lead_id in enumerate(ids):
-        prev = pushed.get(lead_id)
-        old = carried.get(lead_id)
-        same = prev is not None and (prev.score, prev.tier) == (int(scores[i]), str(tiers[i]))
-        if same and old is not None and old[0] == (int(scores[i]), str(tiers[i])):
-            positive[i], negative[i] = old[1], old[2]
-        else:
-            todo.append(i)
-    if todo:
-        rows = np.asarray(todo)
-        contributions = scorer.bundle.contributions(X[rows])
-        for k, i in enumerate(todo):
-            plus, minus = reasons(scorer.bundle, X[i], contributions[k])
-            positive[i] = [r["text"] for r in plus]
-            negative[i] = [r["text"] for r in minus]
-    return positive, negative, len(todo)
+    carried = _previous_reasons(lake, ctx.run_date, ids)
+    return explain_changed(scorer.bundle, X, ids, scores, tiers, pushed, carried)
 
 
 def _previous_reasons(
-    lake: Lake, run_date: dt.date
+    lake: Lake, run_date: dt.date, lead_ids: Sequence[str]
 ) -> dict[str, tuple[tuple[int, str], list[str], list[str]]]:
-    """lead_id -> ((score, tier), reasons +, reasons -) from the latest earlier run's scores."""
+    """lead_id -> ((score, tier), reasons +, reasons -) of ``lead_ids`` in the latest earlier run."""
     earlier = [p for p in lake.partitions("scores", "scores", sources=[ALL]) if p.run_date < run_date]
     if not earlier:
         return {}
     rows = lake.read(
         earlier[-1], columns=["lead_id", "score", "tier", "reasons_positive", "reasons_negative"]
     )
+    rows = rows.filter(pc.is_in(rows.column("lead_id"), value_set=pa.array(lead_ids, type=pa.string())))
+    columns = rows.to_pydict()
     return {
-        r["lead_id"]: ((r["score"], r["tier"]), r["reasons_positive"] or [], r["reasons_negative"] or [])
-        for r in rows.to_pylist()
+        lead_id: ((score, tier), plus or [], minus or [])
+        for lead_id, score, tier, plus, minus in zip(
+            columns["lead_id"],
+            columns["score"],
+            columns["tier"],
+            columns["reasons_positive"],
+            columns["reasons_negative"],
+            strict=True,
+        )
     }
 
 
@@ -607,6 +622,7 @@ def write_report(settings: Settings, ctx: RunContext, parts: Mapping[str, Any]) 
         c = per_crm.setdefault(p["crm"], {})
         c.update(
             pushed=p.get("pushed", 0),
+            resent_after_interruption=p.get("resent", 0),
             rejected=p.get("rejected", 0),
             skipped_unchanged=p.get("skipped", 0),
             api_calls_push=p.get("api_calls", 0),
@@ -630,6 +646,9 @@ def write_report(settings: Settings, ctx: RunContext, parts: Mapping[str, Any]) 
         if previous
         else None,
         "per_crm": per_crm,
+        "features_validated": {
+            f"bucket-{f['bucket']}": (f.get("gate") or {}).get("decision") for f in parts.get("features", [])
+        },
         "drift": parts.get("scores_gate", {}).get("drift"),
         "validation_reports": str(lake.root / "reports" / "validation" / f"run_id={ctx.run_id}"),
         "api_calls": sum(

@@ -190,13 +190,20 @@ class ConnectorState:
 
     # ---- push ledger ------------------------------------------------------------------------
     def pushed_values(self, crm: str, lead_ids: Sequence[str] | None = None) -> dict[str, PushedValues]:
+        """The values last pushed to ``crm``: of all its leads, or of ``lead_ids`` (primary-key
+        lookups, so a bucket of the nightly job does not read the whole ledger)."""
+        select = "SELECT lead_id, score, tier, probability, model_version, scored_at FROM pushed WHERE crm=?"
         with self._lock:
-            rows = self._db.execute(
-                "SELECT lead_id, score, tier, probability, model_version, scored_at FROM pushed WHERE crm=?",
-                (crm,),
-            ).fetchall()
-        wanted = set(lead_ids) if lead_ids is not None else None
-        return {r[0]: PushedValues(*r[1:]) for r in rows if wanted is None or r[0] in wanted}
+            if lead_ids is None:
+                rows = self._db.execute(select, (crm,)).fetchall()
+            else:
+                ids = list(lead_ids)
+                rows = []
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    rows += self._db.execute(f"{select} AND lead_id IN ({marks})", (crm, *chunk)).fetchall()
+        return {r[0]: PushedValues(*r[1:]) for r in rows}
 
     def inflight(self, crm: str) -> dict[str, list[str]]:
         with self._lock:

@@ -6,13 +6,22 @@ One world, one champion, several nights:
 2. night 2 (the next day, with fresh engagement for a few leads) pushes exactly the leads
    whose score or tier changed;
 3. a rerun of night 2 pushes nothing and changes nothing;
-4. with a drift limit no population can pass, night 3 stops before pushing and says why.
+4. with a drift limit no population can pass, night 3 stops before pushing and says why;
+5. a whole Airflow run killed while a CRM holds a push batch's answer is resumed by the next
+   run of the date: nothing lost, only the batch in flight sent again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -102,6 +111,7 @@ def test_nightly_pushes_scores_then_only_changes_and_respects_consent(nightly):
     assert report["scored"] == scores.num_rows > 500
     assert sum(c["pushed"] for c in report["per_crm"].values()) == scores.num_rows
     assert set(report["tiers"]) <= {"A", "B", "C", "D"} and report["tiers"].get("A", 0) > 0
+    assert report["features_validated"] == {"bucket-0": "passed", "bucket-1": "passed"}
 
     from tests.integration.test_crm_push import _expected
 
@@ -185,3 +195,91 @@ def test_drift_over_the_limit_stops_the_push_and_says_why(nightly, monkeypatch):
     assert all(c.get("pushed", 0) == 0 for c in report["per_crm"].values())
     assert _crm_values(info, settings) == before  # nothing reached a CRM
     assert np.isfinite(list(drift["psi"].values())).all()
+
+
+def test_a_run_killed_mid_push_is_resumed_by_the_next_run_without_loss(nightly, tmp_path, monkeypatch):
+    settings, info, _ = nightly
+    night = WORLD_END + dt.timedelta(days=5)  # five days on: recency moves many scores
+    # the world has no events after its end, so recency drifts far (PSI > 1): not this test's subject
+    monkeypatch.setenv("PROX_DRIFT_STOP_PSI", "100")
+    writes = {crm: dict(info.admin("GET", crm, f"writes/{crm}/{obj}")) for crm, obj in _OBJECTS}
+    # the 2nd CRM write is applied, then its answer is held: kill the whole run right there
+    info.set_faults(hang_on_write=2, hang_seconds=120)
+    airflow = Path(sys.executable).with_name("airflow")
+    log = tmp_path / "killed-run.log"
+    with log.open("wb") as out:
+        child = subprocess.Popen(
+            [str(airflow), "dags", "test", "prox_nightly", night.isoformat()],
+            env=os.environ.copy(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 600
+        while info.stats()["faults"].get("held", 0) < 1:  # wait for the condition, not for time
+            assert child.poll() is None, "the run ended before the held write:\n" + log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the run never reached the held write"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    info.set_faults()  # the defaults again
+
+    from plugins.crm.state import ConnectorState
+
+    state = ConnectorState.for_data_dir(settings.data_dir)
+    try:
+        in_flight = {crm: {i for ids in state.inflight(crm).values() for i in ids} for crm, _ in _OBJECTS}
+    finally:
+        state.close()
+    assert sum(map(len, in_flight.values())) > 0
+
+    assert _run("prox_nightly", night) == "success"
+    scores = _scores(settings, night)
+    report = _report(settings, night)
+    assert sum(c.get("resent_after_interruption", 0) for c in report["per_crm"].values()) == sum(
+        map(len, in_flight.values())
+    )
+    from tests.integration.test_crm_push import _expected
+
+    expected = _expected(scores)
+    crm_now = _crm_values(info, settings)
+
+    # nothing lost: every lead holds tonight's score, tier, reasons and model version (a lead
+    # whose score and tier did not change keeps the probability and time it was pushed with)
+    def shown(values: tuple) -> tuple:
+        return values[0], values[1], values[3], values[4]
+
+    assert {k: shown(crm_now[k]) for k in expected} == {k: shown(v) for k, v in expected.items()}
+    for crm, obj in _OBJECTS:  # sent twice: exactly the batch that was in flight
+        after = info.admin("GET", crm, f"writes/{crm}/{obj}")
+        twice = {f"{crm}:{i}" for i, c in after.items() if c - writes[crm].get(i, 0) > 1}
+        assert twice == in_flight[crm]
+
+
+_OBJECTS = (("salesforce", "Lead"), ("hubspot", "contacts"))
+
+
+def test_a_broken_feature_build_stops_before_scoring_and_names_the_bucket(nightly, tmp_path):
+    import pyarrow.parquet as pq
+
+    from features.lake import Lake, Partition
+    from prox.nightly import PipelineHalted, RunContext, validate_features
+
+    settings, _, _ = nightly
+    day = WORLD_END  # night 1's features, built by the first test
+    lake = Lake(settings.lake_dir)
+    features = lake.read(Partition("features", "features", "bucket-000-of-002", day))
+    column = "n_web_30d"  # a count: never empty
+    broken = features.set_column(
+        features.schema.get_field_index(column),
+        column,
+        pa.array([None] * features.num_rows, type=features.schema.field(column).type),
+    )
+    path = tmp_path / "features.parquet"
+    pq.write_table(broken, path)
+    ctx = RunContext.of(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), "broken-features")
+    with pytest.raises(PipelineHalted, match=rf"bucket-000-of-002 failed validation.*{column}"):
+        validate_features(settings, ctx, {"bucket": 0, "path": str(path)})

@@ -188,3 +188,26 @@ def test_cold_start_decision_and_rules():
     assert out["score"][0] == 99 and out["tier"][0] == "A"
     assert out["score"][1] < 10 and out["tier"][1] == "D"
     assert out["top_rules"][0][0] in ("engagement_decayed", "n_high_intent_30d")
+
+
+def test_only_leads_whose_pushed_values_changed_are_explained_again():
+    """Unchanged leads keep the reasons their CRM shows; the rest get exact new ones."""
+    from models.bundle import Calibrator, LogisticModel, ModelBundle
+    from models.score import explain_changed
+
+    enc = FeatureEncoder(("n_pricing_visits_7d",), {})
+    term = {"feature": "n_pricing_visits_7d", "kind": "num", "fill": 0.0, "log": False, "mean": 0.0,
+            "scale": 1.0, "label": "n", "z_mean": 0.0}  # fmt: skip
+    bundle = ModelBundle("logistic", enc, Calibrator(), logistic=LogisticModel([term], [0.8], -2.0))
+    X = np.array([[3.0], [5.0], [2.0], [4.0]])
+    ids = ["same", "score-moved", "never-pushed", "no-reasons-kept"]
+    scores, tiers = np.array([50, 61, 40, 70]), np.array(["C", "B", "C", "B"])
+    pushed = {"same": (50, "C"), "score-moved": (60, "B"), "no-reasons-kept": (70, "B")}
+    carried = {"same": ((50, "C"), ["kept reason"], []), "score-moved": ((60, "B"), ["old"], [])}
+    positive, negative, explained = explain_changed(bundle, X, ids, scores, tiers, pushed, carried)
+    assert explained == 3
+    assert positive[0] == ["kept reason"]  # carried over, no TreeSHAP
+    assert positive[1] == ["visited the pricing page 5 times in the last 7 days"]
+    assert positive[2] == ["visited the pricing page 2 times in the last 7 days"]
+    assert positive[3] == ["visited the pricing page 4 times in the last 7 days"]
+    assert negative == [[], [], [], []]
