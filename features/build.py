@@ -25,7 +25,7 @@ import os
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +59,28 @@ EVENT_COLUMNS = ("event_id", "lead_id", "occurred_at", "channel", "action", "det
 BATCH_ROWS = 1_000_000
 DICTIONARY_COLUMNS = ("lead_id", "channel", "action", "detail")
 WORKERS = 2
+_PARALLEL_MIN_ROWS = 10_000  # below this, feature_columns runs the status history inline
+
+
+class _Inline:
+    """A stand-in for a one-thread pool that runs the job at once, in the caller's thread."""
+
+    class _Done:
+        def __init__(self, value: Any) -> None:
+            self._value = value
+
+        def result(self) -> Any:
+            return self._value
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> _Inline._Done:
+        return _Inline._Done(fn(*args))
+
 
 _KIND_INDEX = {(c, a): i for i, (c, a, _) in enumerate(EVENT_KINDS)}
 _KIND_WEIGHT = np.array([w for _, _, w in EVENT_KINDS], dtype=np.float64)
@@ -703,7 +725,10 @@ def feature_columns(
     """
     n = known_leads.num_rows
     status_report = DataQualityReport()
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the status history is independent: in parallel
+    # the status history is independent: in parallel, unless the work is too small to pay
+    # for a thread (the hot path's one lead: a thread start costs more than the work)
+    parallel = n + status_history.num_rows >= _PARALLEL_MIN_ROWS
+    with ThreadPoolExecutor(max_workers=1) if parallel else _Inline() as pool:
         status_job = pool.submit(status_as_of, status_history, index, as_of_us, status_report)
         fit = dict(fit) if fit is not None else fit_features(known_leads, report)
         domain = fit.pop("_account_domain")

@@ -44,9 +44,14 @@ Rows = pa.Table | Sequence[Mapping[str, Any]]
 _FIT_TYPES = {"email_matches_company": pa.float64(), "data_completeness": pa.float64()}
 
 
+@lru_cache(maxsize=8)
+def _empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()  # Arrow tables are immutable: one empty table per schema serves all
+
+
 def _table(rows: Rows | None, schema: pa.Schema) -> pa.Table:
-    if rows is None:
-        return schema.empty_table()
+    if rows is None or (not isinstance(rows, pa.Table) and len(rows) == 0):
+        return _empty(schema)
     if isinstance(rows, pa.Table):
         return rows.select(schema.names).cast(schema)
     return pa.Table.from_pylist(

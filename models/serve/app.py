@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from models.serve.auth import TokenStore, allowed
 from models.serve.metrics import Metrics
@@ -141,7 +141,7 @@ async def _plain(send: Any, status: int, body: bytes) -> None:
 def _role(role: str) -> Any:
     """A dependency requiring ``role`` (runs before body validation: no token, no 422 hints)."""
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:  # async: a plain def would cost a thread hop per request
         _check(request, role)
 
     return Depends(check)
@@ -168,6 +168,13 @@ def _response(s: LeadScore, include_features: bool) -> ScoreResponse:
         model_version=s.model_version,
         features=s.features if include_features else None,
     )
+
+
+def _json(model: ScoreResponse) -> Response:
+    """The response model as JSON bytes straight from pydantic-core: the same body FastAPI's
+    ``response_model`` path would send (None fields left out), without validating the model
+    a second time and re-encoding it through ``json.dumps``."""
+    return Response(model.model_dump_json(exclude_none=True), media_type="application/json")
 
 
 def consents(lead: Mapping[str, Any], policy: str) -> bool:
@@ -307,7 +314,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         except FeatureInputError as exc:
             raise HTTPException(422, [{"loc": ["body", "lead", "created_at"], "msg": str(exc)}]) from None
         metrics.inc("scored")
-        return _response(result, body.include_features)
+        return _json(_response(result, body.include_features))
 
     @app.post(
         "/v1/events",
