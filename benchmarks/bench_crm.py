@@ -3,7 +3,8 @@
 Starts the CRM sandbox on free ports in a temporary directory, loads a simulated world with
 ``--leads`` leads split evenly between Salesforce and HubSpot (100,000 each by default), then:
 
-* extracts every lead (and the little engagement) from both CRMs with the connectors,
+* extracts every lead (and the little engagement) from both CRMs with the connectors, and
+  HubSpot's again as a first load through the CRM exports API (the default for first loads),
 * pushes one score per lead to each CRM (Bulk API 2.0 on Salesforce, batches of 100 on
   HubSpot) and, as the small-set path, 2,000 Salesforce scores through sObject Collections,
 
@@ -103,7 +104,9 @@ def main() -> int:
                 bulk_query_page=50_000,
                 commit_rows=50_000,
             )
-            hs = HubSpotConnector(hubspot_from_env(env), state, policy=policy, commit_rows=50_000)
+            hs = HubSpotConnector(
+                hubspot_from_env(env), state, policy=policy, commit_rows=50_000, use_exports=False
+            )
             lake = Lake(root / "data" / "lake")
             run = dt.date(2026, 11, 2)
             n_sf = pc.sum(pc.equal(world.raw_leads["source"], "salesforce")).as_py()
@@ -145,6 +148,20 @@ def main() -> int:
                 figures[f"extract_{name}_records_per_s"] = round(n / secs)
                 figures[f"extract_{name}_api_calls"] = conn.stats.calls - calls0
             figures["extract_min_calls_hubspot_list"] = math.ceil(n_hs / 100)
+            # the same first load through the CRM exports API (own state: no watermark yet)
+            hs_export = HubSpotConnector(
+                hubspot_from_env(env),
+                ConnectorState.for_data_dir(root / "data-export"),
+                policy=policy,
+                commit_rows=50_000,
+                export_poll_seconds=0.05,
+            )
+            t0 = time.perf_counter()
+            (leads,) = hs_export.extract(Lake(root / "data-export" / "lake"), run, tables=("raw_leads",))
+            secs = time.perf_counter() - t0
+            assert leads.rows == n_hs, ("hubspot export", leads.rows, n_hs)
+            figures["extract_hubspot_export_records_per_s"] = round(n_hs / secs)
+            figures["extract_hubspot_export_api_calls"] = hs_export.stats.calls
             figures["extract_hubspot_vs_raw_http"] = round(
                 figures["extract_hubspot_records_per_s"] / ref_rate, 2
             )
@@ -192,6 +209,11 @@ def main() -> int:
             f"extract {crm}: {figures[f'extract_{crm}_leads']:,} leads at {figures[f'extract_{crm}_records_per_s']:,} "
             f"records/s with {figures[f'extract_{crm}_api_calls']} API calls"
         )
+    print(
+        f"extract hubspot by export (first load): {n_hs:,} leads at "
+        f"{figures['extract_hubspot_export_records_per_s']:,} records/s with "
+        f"{figures['extract_hubspot_export_api_calls']} calls (start, status, download)"
+    )
     print(
         f"extract hubspot / bare HTTP: {figures['extract_hubspot_vs_raw_http']}x "
         f"(minimum list calls: {figures['extract_min_calls_hubspot_list']})"
