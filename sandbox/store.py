@@ -139,8 +139,8 @@ class Store:
         sql = "SELECT data FROM records WHERE system=? AND object=?"
         params: list[Any] = [system, obj]
         if after_stamp_id is not None:
-            sql += " AND (modstamp > ? OR (modstamp = ? AND id > ?))"
-            params.extend([after_stamp_id[0], after_stamp_id[0], after_stamp_id[1]])
+            sql += " AND (modstamp, id) > (?, ?)"  # a row value: an index range, not a scan
+            params.extend([after_stamp_id[0], after_stamp_id[1]])
         if since is not None:
             sql += " AND modstamp >= ?" if since_inclusive else " AND modstamp > ?"
             params.append(since)
