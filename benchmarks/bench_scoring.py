@@ -134,18 +134,22 @@ def remember_push(settings, lake, ctx, n_buckets: int) -> pa.Table:
 
     scores = _scores_of(lake, ctx.run_date, n_buckets)
     lake.write(scores, Partition("scores", "scores", ALL, ctx.run_date))
-    cols = scores.select(["lead_id", "score", "tier", "probability", "model_version"]).to_pydict()
+    from plugins.crm.base import format_reasons
+
+    names = [
+        "lead_id",
+        "score",
+        "tier",
+        "probability",
+        "model_version",
+        "reasons_positive",
+        "reasons_negative",
+    ]
+    cols = scores.select(names).to_pydict()
     at = ctx.as_of.isoformat()
     pushed = [
-        (lid, PushedValues(int(s), str(t), float(p), str(v), at))
-        for lid, s, t, p, v in zip(
-            cols["lead_id"],
-            cols["score"],
-            cols["tier"],
-            cols["probability"],
-            cols["model_version"],
-            strict=True,
-        )
+        (lid, PushedValues(int(s), str(t), float(p), str(v), at, format_reasons(plus, minus)))
+        for lid, s, t, p, v, plus, minus in zip(*(cols[n] for n in names), strict=True)
     ]
     state = ConnectorState.for_data_dir(settings.data_dir)
     try:

@@ -151,11 +151,11 @@ def explain_changed(
 ) -> tuple[list[list[str]], list[list[str]], int]:
     """Reasons of every row, computing exact TreeSHAP only where they can have changed.
 
-    A lead whose (score, tier) equals both what its CRM last received (``pushed``) and what
-    the previous run stored with its reasons (``carried``) is not pushed again, and its CRM
-    keeps showing those reasons: they are carried over. Every other lead (new, changed, or
-    never pushed) gets exact reasons from its own contributions. Returns (positive reasons,
-    negative reasons, number of leads explained).
+    A lead whose (score, tier) equals what its CRM last received (``pushed``, from the push
+    ledger) is not pushed again, and its CRM keeps showing the reasons it was sent with
+    (``carried``: the (score, tier) they belong to, positive, negative): they are carried
+    over. Every other lead (new, changed, or never pushed) gets exact reasons from its own
+    contributions. Returns (positive reasons, negative reasons, number of leads explained).
     """
     from models.explain import reasons
 

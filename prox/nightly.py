@@ -417,18 +417,28 @@ def _reasons_for_changes(
 ) -> tuple[list[list[str]], list[list[str]], int]:
     """Reasons: exact TreeSHAP for changed leads, carried over for the others."""
     from models.score import explain_changed
+    from plugins.crm.base import parse_reasons
     from plugins.crm.state import ConnectorState
 
     state = ConnectorState.for_data_dir(settings.data_dir)
     try:
-        pushed = {
-            lead_id: (v.score, v.tier)
+        ledger = {
+            lead_id: v
             for crm in ("salesforce", "hubspot")
             for lead_id, v in state.pushed_values(crm, ids).items()
         }
     finally:
         state.close()
-    carried = _previous_reasons(lake, ctx.run_date, ids)
+    pushed = {lead_id: (v.score, v.tier) for lead_id, v in ledger.items()}
+    # what each CRM shows is in the ledger; older ledgers lack the reasons: take the last run's
+    carried = {
+        lead_id: ((v.score, v.tier), *parse_reasons(v.reasons))
+        for lead_id, v in ledger.items()
+        if v.reasons is not None
+    }
+    legacy = [lead_id for lead_id in pushed if lead_id not in carried]
+    if legacy:
+        carried.update(_previous_reasons(lake, ctx.run_date, legacy))
     return explain_changed(scorer.bundle, X, ids, scores, tiers, pushed, carried)
 
 

@@ -319,7 +319,12 @@ class ScoreRecord:
 
     def values(self) -> PushedValues:
         return PushedValues(
-            self.score, self.tier, self.probability, self.model_version, self.scored_at.isoformat()
+            self.score,
+            self.tier,
+            self.probability,
+            self.model_version,
+            self.scored_at.isoformat(),
+            self.reasons,
         )
 
 
@@ -392,6 +397,12 @@ def format_reasons(positive: Sequence[str] | None, negative: Sequence[str] | Non
     """Human-readable top factors, one per line: '+ ...' raise the score, '- ...' lower it."""
     lines = [f"+ {r}" for r in (positive or [])] + [f"- {r}" for r in (negative or [])]
     return "\n".join(lines)
+
+
+def parse_reasons(text: str | None) -> tuple[list[str], list[str]]:
+    """The (positive, negative) reasons of a :func:`format_reasons` text."""
+    lines = (text or "").splitlines()
+    return [ln[2:] for ln in lines if ln.startswith("+ ")], [ln[2:] for ln in lines if ln.startswith("- ")]
 
 
 def score_records(scores: pa.Table, crm: str) -> tuple[list[ScoreRecord], dict[str, str]]:

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS extract_runs (
 CREATE TABLE IF NOT EXISTS pushed (
     crm TEXT NOT NULL, lead_id TEXT NOT NULL, score INTEGER NOT NULL, tier TEXT NOT NULL,
     probability REAL NOT NULL, model_version TEXT NOT NULL, scored_at TEXT NOT NULL, pushed_at TEXT NOT NULL,
-    PRIMARY KEY (crm, lead_id)) WITHOUT ROWID;
+    reasons TEXT, PRIMARY KEY (crm, lead_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS push_inflight (
     crm TEXT NOT NULL, batch TEXT NOT NULL, run_id TEXT NOT NULL, lead_ids TEXT NOT NULL, started_at TEXT NOT NULL,
     PRIMARY KEY (crm, batch));
@@ -73,6 +73,7 @@ class PushedValues:
     probability: float
     model_version: str
     scored_at: str
+    reasons: str | None = None  # the reasons text the CRM shows (None in ledgers from before it was kept)
 
 
 def _now() -> str:
@@ -91,6 +92,9 @@ class ConnectorState:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(pushed)")}
+        if "reasons" not in columns:  # a ledger written before the reasons were kept
+            self._db.execute("ALTER TABLE pushed ADD COLUMN reasons TEXT")
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> ConnectorState:
@@ -192,7 +196,7 @@ class ConnectorState:
     def pushed_values(self, crm: str, lead_ids: Sequence[str] | None = None) -> dict[str, PushedValues]:
         """The values last pushed to ``crm``: of all its leads, or of ``lead_ids`` (primary-key
         lookups, so a bucket of the nightly job does not read the whole ledger)."""
-        select = "SELECT lead_id, score, tier, probability, model_version, scored_at FROM pushed WHERE crm=?"
+        select = "SELECT lead_id, score, tier, probability, model_version, scored_at, reasons FROM pushed WHERE crm=?"
         with self._lock:
             if lead_ids is None:
                 rows = self._db.execute(select, (crm,)).fetchall()
@@ -236,10 +240,10 @@ class ConnectorState:
                 [(run_id, crm, lid, o, r, a, at) for lid, o, r, a in outcomes],
             )
             db.executemany(
-                "INSERT OR REPLACE INTO pushed (crm, lead_id, score, tier, probability, model_version, scored_at, pushed_at) "
-                "VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO pushed (crm, lead_id, score, tier, probability, model_version, scored_at, "
+                "pushed_at, reasons) VALUES (?,?,?,?,?,?,?,?,?)",
                 [
-                    (crm, lid, v.score, v.tier, v.probability, v.model_version, v.scored_at, at)
+                    (crm, lid, v.score, v.tier, v.probability, v.model_version, v.scored_at, at, v.reasons)
                     for lid, v in pushed
                 ],
             )

@@ -245,3 +245,29 @@ def test_flat_file_mapping_errors_name_the_column(tmp_path: Path) -> None:
     source = web_tracking_source(tmp_path, ConnectorState.for_data_dir(tmp_path))
     with pytest.raises(ConnectorError, match=r"x.csv: mapping of 'lead_id' needs column 'crm'"):
         source.read(tmp_path / "x.csv")
+
+
+def test_the_ledger_keeps_the_reasons_text_and_upgrades_an_older_ledger(tmp_path: Path) -> None:
+    import sqlite3
+
+    from plugins.crm.base import parse_reasons
+
+    path = tmp_path / "state" / "crm_state.db"
+    path.parent.mkdir(parents=True)
+    old = sqlite3.connect(path)  # the ledger as written before reasons were kept
+    old.execute(
+        "CREATE TABLE pushed (crm TEXT NOT NULL, lead_id TEXT NOT NULL, score INTEGER NOT NULL, tier TEXT NOT NULL,"
+        " probability REAL NOT NULL, model_version TEXT NOT NULL, scored_at TEXT NOT NULL, pushed_at TEXT NOT NULL,"
+        " PRIMARY KEY (crm, lead_id)) WITHOUT ROWID"
+    )
+    old.execute("INSERT INTO pushed VALUES ('hubspot','hubspot:1',40,'C',0.1,'2','2026-11-01','2026-11-01')")
+    old.commit()
+    old.close()
+    state = ConnectorState.for_data_dir(tmp_path)
+    assert state.pushed_values("hubspot")["hubspot:1"].reasons is None
+    text = format_reasons(["visited pricing twice", "works in software"], ["no opens"])
+    values = PushedValues(50, "B", 0.5, "3", "2026-11-02T00:00:00+00:00", text)
+    state.begin_batch("hubspot", "b1", "run", ["hubspot:2"])
+    state.finish_batch("hubspot", "b1", "run", [("hubspot:2", "pushed", None, 1)], [("hubspot:2", values)])
+    assert state.pushed_values("hubspot", ["hubspot:2"]) == {"hubspot:2": values}
+    assert parse_reasons(text) == (["visited pricing twice", "works in software"], ["no opens"])
