@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 
 from features.contract import ACTIVITIES, SCORES, conform
 from features.lake import Lake, Partition
-from prox.nightly import ALL, PipelineHalted, RunContext
+from prox.nightly import ALL, PipelineHalted, RunContext, as_utc
 from prox.settings import Settings
 
 #: Prefix of the micro-batch's own watermark streams in the connector state.
@@ -60,10 +60,7 @@ class Interval:
 
     @classmethod
     def of(cls, moment: dt.datetime | str, run_id: str) -> Interval:
-        at = dt.datetime.fromisoformat(moment) if isinstance(moment, str) else moment
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=dt.UTC)
-        return cls(at.astimezone(dt.UTC).replace(microsecond=0), run_id)
+        return cls(as_utc(moment).replace(microsecond=0), run_id)
 
     @property
     def run_date(self) -> dt.date:

@@ -40,6 +40,12 @@ class PipelineHalted(RuntimeError):
     """A gate stopped the run on purpose (validation, drift); the message says why."""
 
 
+def as_utc(moment: dt.datetime | str) -> dt.datetime:
+    """An Airflow logical date (datetime or ISO text) in UTC; a naive one is taken as UTC."""
+    at = dt.datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    return (at if at.tzinfo else at.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What identifies a nightly run: its date, its as-of moment and its id."""
@@ -50,11 +56,7 @@ class RunContext:
 
     @classmethod
     def of(cls, logical_date: dt.datetime | str, run_id: str) -> RunContext:
-        moment = dt.datetime.fromisoformat(logical_date) if isinstance(logical_date, str) else logical_date
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.UTC)
-        moment = moment.astimezone(dt.UTC)
-        day = moment.date()
+        day = as_utc(logical_date).date()
         # scores are "as of" the end of the run date's midnight: everything before it is known
         return cls(day, dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), run_id)
 
