@@ -392,23 +392,25 @@ class _ObjectStream:
             associated_object_type=None if self.obj == "contacts" else "CONTACT",
             override_associated_objects_per_definition_per_row_limit=self.obj != "contacts",
         )
-        try:
-            answer = self.conn.call(
-                "crm.exports.public_exports_api",
-                "start",
-                f"start export of {self.obj}",
-                expect="id",
-                raw=True,
-                public_export_request=request,
-            )
-        except ConnectorError:
-            raise
-        except Exception as exc:
-            raise ExportUnavailable(_why(exc, "start")) from None
+        answer = self._exports_call(
+            "start", f"start export of {self.obj}", "id", public_export_request=request
+        )
         task_id = str(answer["id"])
         _remember_export(self.conn.state, self.name, task_id)
         log.info("hubspot %s: started export %s", self.obj, task_id)
         return task_id
+
+    def _exports_call(self, method: str, what: str, expect: str, **kwargs: Any) -> dict[str, Any]:
+        """One call of the exports API; what the connector cannot retry away (quota, refusal)
+        becomes ExportUnavailable, so the caller falls back to pages."""
+        try:
+            return self.conn.call(
+                "crm.exports.public_exports_api", method, what, expect=expect, raw=True, **kwargs
+            )
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise ExportUnavailable(_why(exc, "start" if method == "start" else "status")) from None
 
     def _await(self, task_id: str) -> str:
         """Poll the export's status with bounded exponential backoff until it is complete
@@ -416,19 +418,9 @@ class _ObjectStream:
         conn = self.conn
         delay, deadline, polls = conn.export_poll_seconds, time.monotonic() + conn.export_deadline_seconds, 0
         while True:
-            try:
-                answer = conn.call(
-                    "crm.exports.public_exports_api",
-                    "get_status",
-                    f"status of the {self.obj} export",
-                    expect="status",
-                    raw=True,
-                    task_id=task_id,
-                )
-            except ConnectorError:
-                raise
-            except Exception as exc:
-                raise ExportUnavailable(_why(exc, "status")) from None
+            answer = self._exports_call(
+                "get_status", f"status of the {self.obj} export", "status", task_id=task_id
+            )
             polls += 1
             if conn.on_export_poll is not None:
                 conn.on_export_poll(self.name, polls)
