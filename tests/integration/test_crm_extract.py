@@ -31,7 +31,8 @@ def _raw(lake: Lake, table: str, run_date: dt.date, sources: tuple[str, ...]) ->
 
 def _same(expected: pa.Table, got: pa.Table, key: str) -> None:
     """Exact equality, with a readable message naming the first differing column and record."""
-    expected, got = expected.sort_by(key), got.sort_by(key)
+    order = [(key, "ascending")] + ([("lead_id", "ascending")] if key != "lead_id" else [])
+    expected, got = expected.sort_by(order), got.sort_by(order)
     assert got.num_rows == expected.num_rows, f"{got.num_rows} rows extracted, {expected.num_rows} expected"
     for name in expected.column_names:
         if not expected[name].equals(got[name]):

@@ -19,6 +19,7 @@ import pytest
 
 from features.lake import Lake
 from sandbox import crm_views
+from tests.integration.test_crm_extract import _same
 
 pytestmark = [pytest.mark.integration]
 
@@ -30,19 +31,6 @@ OBJECTS = ("contacts", "emails", "calls", "meetings")
 def _raw(lake: Lake, table: str, run_date: dt.date) -> pa.Table:
     parts = [lake.read(p) for p in lake.partitions("raw", table, sources=["hubspot"], run_dates=[run_date])]
     return pa.concat_tables(parts)
-
-
-def _same(expected: pa.Table, got: pa.Table, key: str) -> None:
-    expected, got = (
-        expected.sort_by([(key, "ascending"), ("lead_id", "ascending")]),
-        got.sort_by([(key, "ascending"), ("lead_id", "ascending")]),
-    )
-    assert got.num_rows == expected.num_rows, f"{got.num_rows} rows extracted, {expected.num_rows} expected"
-    for name in expected.column_names:
-        if not expected[name].equals(got[name]):
-            e, g = expected[name].to_pylist(), got[name].to_pylist()
-            i = next(i for i in range(len(e)) if e[i] != g[i] and not (e[i] != e[i] and g[i] != g[i]))
-            pytest.fail(f"column {name}, record {expected[key][i]}: expected {e[i]!r}, got {g[i]!r}")
 
 
 def _hubspot(table: pa.Table) -> pa.Table:
