@@ -53,15 +53,12 @@ def task_times(dag_id: str, run_id: str) -> dict[str, float]:
 
 
 def run_night(day: dt.date) -> tuple[str, float, dict[str, float]]:
-    from airflow.dag_processing.dagbag import DagBag
+    from prox.airflow_env import run_in_process, run_state
 
-    from prox.airflow_env import REPO_ROOT
-
-    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "prox_nightly.py")).get_dag("prox_nightly")
     started = time.perf_counter()
-    run = dag.test(logical_date=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
+    run = run_in_process("prox_nightly", dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
     seconds = time.perf_counter() - started
-    return str(getattr(run.state, "value", run.state)), seconds, task_times("prox_nightly", run.run_id)
+    return run_state(run), seconds, task_times("prox_nightly", run.run_id)
 
 
 def print_night(name: str, state: str, seconds: float, tasks: dict[str, float], report: dict) -> None:

@@ -8,7 +8,9 @@ our integration code is the installed ``plugins`` package, imported by that one 
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from prox.settings import Settings
 
@@ -32,3 +34,19 @@ def airflow_environ(settings: Settings, *, dags_folder: Path | None = None) -> d
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "PROX_DATA_DIR": str(settings.data_dir),
     }
+
+
+def run_in_process(dag_id: str, logical_date: dt.datetime, conf: dict[str, Any] | None = None) -> Any:
+    """Run one of our DAGs in-process with ``dag.test()`` (real Airflow: its metadata DB, its
+    logs); returns the DagRun. Import errors of the DAG file raise, naming them."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / f"{dag_id}.py"))
+    if bag.import_errors:
+        raise RuntimeError(f"{dag_id}: {bag.import_errors}")
+    return bag.get_dag(dag_id).test(logical_date=logical_date, run_conf=conf or {})
+
+
+def run_state(dag_run: Any) -> str:
+    """A DagRun's state as text ("success", "failed")."""
+    return str(getattr(dag_run.state, "value", dag_run.state))

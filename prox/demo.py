@@ -136,19 +136,10 @@ def has_champion(settings: Any) -> bool:
 
 
 def run_dag(dag_id: str, logical_date: dt.datetime, conf: dict) -> str:
-    """Run one DAG in-process with ``dag.test()`` (real Airflow, its metadata DB, its logs)."""
-    from airflow.dag_processing.dagbag import DagBag
+    """Run one DAG in-process (a distinct run per call; the tasks are idempotent for the date)."""
+    from prox.airflow_env import run_in_process, run_state
 
-    from prox.airflow_env import REPO_ROOT
-
-    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / f"{dag_id}.py"))
-    if bag.import_errors:
-        raise RuntimeError(f"{dag_id}: {bag.import_errors}")
-    dag = bag.get_dag(dag_id)
-    # a distinct run per invocation; the tasks are idempotent for the date
-    dag_run = dag.test(logical_date=logical_date, run_conf=conf)
-    state = getattr(dag_run.state, "value", dag_run.state)
-    return str(state)
+    return run_state(run_in_process(dag_id, logical_date, conf))
 
 
 def _read_report(settings: Any, run_date: dt.date) -> dict | None:

@@ -27,13 +27,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.dags, pytest.mark.slow]
 
 
 def _run_at(moment: dt.datetime) -> str:
-    from airflow.dag_processing.dagbag import DagBag
+    from prox.airflow_env import run_in_process, run_state
 
-    from prox.airflow_env import REPO_ROOT
-
-    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "prox_microbatch.py")).get_dag("prox_microbatch")
-    run = dag.test(logical_date=moment)
-    return str(getattr(run.state, "value", run.state))
+    return run_state(run_in_process("prox_microbatch", moment))
 
 
 def _micro_report(settings, moment: dt.datetime) -> dict:

@@ -36,13 +36,9 @@ WORLD_END = dt.date(2026, 6, 1)
 
 
 def _run(dag_id: str, day: dt.date, conf: dict | None = None) -> str:
-    from airflow.dag_processing.dagbag import DagBag
+    from prox.airflow_env import run_in_process, run_state
 
-    from prox.airflow_env import REPO_ROOT
-
-    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / f"{dag_id}.py")).get_dag(dag_id)
-    run = dag.test(logical_date=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), run_conf=conf or {})
-    return str(getattr(run.state, "value", run.state))
+    return run_state(run_in_process(dag_id, dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), conf))
 
 
 def _scores(settings, day: dt.date) -> pa.Table:
