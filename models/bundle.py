@@ -130,16 +130,17 @@ class ModelBundle:
     meta: dict[str, Any] = field(default_factory=dict)
 
     # ---- prediction ------------------------------------------------------------------------
-    def predict_raw(self, X: np.ndarray) -> np.ndarray:
-        """The model's own probability (before calibration)."""
+    def predict_raw(self, X: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+        """The model's own probability (before calibration); ``num_threads`` 1 for a few rows."""
         if self.kind == "lightgbm":
-            return self.booster.predict(X, num_threads=self.meta.get("num_threads", 0) or 0)
+            threads = (self.meta.get("num_threads", 0) or 0) if num_threads is None else num_threads
+            return self.booster.predict(X, num_threads=threads)
         assert self.logistic is not None
         return _sigmoid(self.logistic.margin(X, self.encoder))
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def predict(self, X: np.ndarray, num_threads: int | None = None) -> np.ndarray:
         """Calibrated probability of converting within the label horizon."""
-        return self.calibrator.apply(self.predict_raw(X))
+        return self.calibrator.apply(self.predict_raw(X, num_threads))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Log-odds contributions (rows x features+1, last column the bias) of the raw model."""

@@ -2,8 +2,10 @@
 
 Built by :func:`create_app` (tests, the benchmark) or :func:`app_from_env` (uvicorn
 ``--factory``, ``prox serve``). Endpoints are ``async`` and run their (short, CPU-bound)
-work on the event loop: one SQLite connection, no thread hop per request. Loading a new
-champion runs in a thread, so scoring goes on meanwhile with the old one.
+work on the event loop: one SQLite connection, no thread hop per request. Scoring goes
+through a :class:`models.serve.batching.Coalescer`: the requests that arrive together share
+one pass of the feature code and one booster call (a lone request is not delayed). Loading a
+new champion runs in a thread, so scoring goes on meanwhile with the old one.
 
 Logs hold counts, versions and error types only: no lead fields, no tokens.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import logging
 import os
 import threading
@@ -26,15 +29,17 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from models.serve.auth import TokenStore, allowed
+from models.serve.batching import Coalescer
 from models.serve.metrics import Metrics
 from models.serve.model import ModelHolder
 from models.serve.push import PushWorker
 from models.serve.schemas import EventsRequest, EventsResponse, ScoreRequest, ScoreResponse
-from models.serve.scoring import LeadScore, score_features
-from models.serve.state import OnlineState, OnlineStore, account_key, open_state, prune_forever
+from models.serve.scoring import LeadScore, ScoreJob, run_jobs
+from models.serve.state import OnlineState, OnlineStore, open_state, prune_forever
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
+DEFAULT_MAX_BATCH = 64
 
 
 @dataclass
@@ -55,6 +60,7 @@ class ServeConfig:
     online_state: str = "sqlite"  # or "redis" (PROX_ONLINE_STATE, PROX_REDIS_URL)
     redis_url: str = ""
     prune_hours: float = 24.0  # events past every feature window are deleted this often (0: never)
+    max_batch: int = DEFAULT_MAX_BATCH  # leads scored in one pass at most (PROX_SERVE_MAX_BATCH)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeConfig:
@@ -78,6 +84,7 @@ class ServeConfig:
             online_state=settings.online_state,
             redis_url=settings.redis_url,
             prune_hours=float(env.get("PROX_SERVE_PRUNE_HOURS", "24")),
+            max_batch=int(env.get("PROX_SERVE_MAX_BATCH", DEFAULT_MAX_BATCH)),
         )
 
     def open_state(self) -> OnlineStore:
@@ -188,25 +195,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def score_from_state(
-    state: OnlineState, scorer: Any, lead: Mapping[str, Any], as_of: dt.datetime
-) -> LeadScore:
-    """Score a lead from its stored events, status changes and account peers."""
-    from features.online import lead_features
-
-    lead_id = lead["lead_id"]
-    peers = state.peers(lead_id, account_key(lead.get("company_domain")))
-    features, _ = lead_features(
-        lead,
-        state.events([lead_id]),
-        as_of,
-        status_history=state.status_history(lead_id),
-        peers=peers or None,
-        peer_events=state.events([p["lead_id"] for p in peers]) if peers else None,
-    )
-    return score_features(scorer, lead_id, as_of, features)
-
-
 def create_app(config: ServeConfig) -> FastAPI:
     """The service; state, model and push worker are opened at startup, closed at shutdown."""
     metrics = Metrics()
@@ -215,6 +203,14 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.config = config
         app.state.state = config.open_state()
+
+        def counted(n: int) -> None:
+            metrics.inc("score_batches")
+            metrics.inc("score_batch_leads", n)
+
+        app.state.scoring = Coalescer(
+            lambda jobs: run_jobs(jobs, app.state.state, _now), max_batch=config.max_batch, on_batch=counted
+        )
         app.state.model = await asyncio.to_thread(
             ModelHolder, config.tracking_uri, config.model_name, config.alias
         )
@@ -249,6 +245,11 @@ def create_app(config: ServeConfig) -> FastAPI:
             )
         for t in threads:
             t.start()
+        # what start-up loaded (MLflow, FastAPI, the model) lives as long as the process: out of
+        # the collector's sight, a full collection walks only what requests allocate, which
+        # keeps its pauses out of the latency tail
+        gc.collect()
+        gc.freeze()
         app.state.ready = True
         log.info("serving %s version %s", config.model_name, app.state.model.current.model_version)
         try:
@@ -281,10 +282,9 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
         """Probability, score, tier and reasons of one lead (role ``score``)."""
         from features.build import FeatureInputError
-        from features.online import lead_features
+        from features.online import OnlineInput
 
         scorer = request.app.state.model.current  # this request keeps this model to its end
-        as_of = body.as_of or _now()
         lead = body.lead.row()
         if not consents(lead, config.consent_policy):
             field = "opted_out" if lead.get("opted_out") else "consent_processing"
@@ -298,19 +298,20 @@ def create_app(config: ServeConfig) -> FastAPI:
                     }
                 ],
             )
+        inputs = None
+        if body.events is not None:
+            # an Event's __dict__ is its validated fields (flat scalars): the feature code reads
+            # them in place, no model_dump copy per event
+            inputs = OnlineInput(
+                lead,
+                [vars(e) for e in body.events],
+                status_history=[vars(s) for s in body.status_history or []],
+                peers=[p.row() for p in body.peers] if body.peers else None,
+                peer_events=[vars(e) for e in body.peer_events] if body.peer_events else None,
+            )
+        job = ScoreJob(scorer, lead, body.as_of, inputs, body.include_features)
         try:
-            if body.events is None:
-                result = score_from_state(request.app.state.state, scorer, lead, as_of)
-            else:
-                features, _ = lead_features(
-                    lead,
-                    [e.model_dump() for e in body.events],
-                    as_of,
-                    status_history=[s.model_dump() for s in body.status_history or []],
-                    peers=[p.row() for p in body.peers] if body.peers else None,
-                    peer_events=[e.model_dump() for e in body.peer_events] if body.peer_events else None,
-                )
-                result = score_features(scorer, lead["lead_id"], as_of, features)
+            result = await request.app.state.scoring.submit(job)
         except FeatureInputError as exc:
             raise HTTPException(422, [{"loc": ["body", "lead", "created_at"], "msg": str(exc)}]) from None
         metrics.inc("scored")
@@ -333,9 +334,12 @@ def create_app(config: ServeConfig) -> FastAPI:
         )
         metrics.inc("events_accepted", new)
         metrics.inc("events_duplicate", dup)
+        from features.build import FeatureInputError
+
         scorer = request.app.state.model.current
         as_of = body.as_of or _now()
         scored, unknown, queued, withheld = [], [], [], []
+        jobs, last_tiers = [], []
         for lead_id in sorted(touched):
             found = state.lead(lead_id)
             if found is None:
@@ -345,11 +349,18 @@ def create_app(config: ServeConfig) -> FastAPI:
             if not consents(lead, config.consent_policy):
                 withheld.append(lead_id)  # engagement is kept, the lead is neither scored nor pushed
                 continue
-            try:
-                result = score_from_state(state, scorer, lead, as_of)
-            except ValueError:
+            jobs.append(ScoreJob(scorer, lead, as_of))
+            last_tiers.append(last_tier)
+        results = await asyncio.gather(
+            *(request.app.state.scoring.submit(job) for job in jobs), return_exceptions=True
+        )
+        for job, last_tier, result in zip(jobs, last_tiers, results, strict=True):
+            lead_id = job.lead["lead_id"]
+            if isinstance(result, FeatureInputError):
                 unknown.append(lead_id)  # created after as_of: nothing to score yet
                 continue
+            if isinstance(result, BaseException):
+                raise result
             payload = None
             if result.tier == "A" and last_tier != "A":
                 payload = {
@@ -374,7 +385,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             accepted=new,
             duplicates=dup,
             scored=scored,
-            unknown_leads=unknown,
+            unknown_leads=sorted(unknown),
             queued_pushes=queued,
             withheld_for_consent=withheld,
         )

@@ -143,12 +143,14 @@ def served(tmp_path_factory):
     service.stop()
 
 
-def test_online_scores_equal_the_batch_path_on_random_leads(served):
+@pytest.fixture(scope="module")
+def parity_cases(served):
+    """(request body, what the batch path gives) for PARITY_LEADS random consenting leads."""
     from features.build import build_features
     from features.spec import FEATURE_NAMES
     from models.score import load_scorer
 
-    settings, world, leads, service = served
+    settings, world, leads, _ = served
     batch, _ = build_features(leads, world.activities, world.status_history, AS_OF)
     scorer = load_scorer(settings.tracking_uri, settings.model_name)
     scored = scorer.score_table(batch)
@@ -163,59 +165,115 @@ def test_online_scores_equal_the_batch_path_on_random_leads(served):
         accounts[(row["company_domain"] or "").lower()].append(lid)
     consenting = [i for i, r in enumerate(rows) if _consents(by_lead[r["lead_id"]])]
     sample = random.Random(3).sample(consenting, min(PARITY_LEADS, len(consenting)))
+    cases = []
+    for i in sample:
+        lid = rows[i]["lead_id"]
+        lead = by_lead[lid]
+        peers = (
+            [p for p in accounts[(lead["company_domain"] or "").lower()] if p != lid]
+            if lead["company_domain"]
+            else []
+        )
+        body = {
+            "lead": lead,
+            "events": events[lid],
+            "status_history": history[lid],
+            "peers": [by_lead[p] for p in peers],
+            "peer_events": [e for p in peers for e in events[p]],
+            "as_of": AS_OF,
+            "include_features": True,
+        }
+        want = {
+            "features": {n: rows[i][n] for n in FEATURE_NAMES},
+            "probability": float(scored.probability[i]),
+            "score": int(scored.score[i]),
+            "tier": str(scored.tier[i]),
+            "reasons": (scored.reasons_positive[i], scored.reasons_negative[i]),
+            "model_version": scorer.model_version,
+        }
+        cases.append((lid, _json(body), want))
+    refused = next(i for i in range(len(rows)) if not _consents(by_lead[rows[i]["lead_id"]]))
+    return cases, by_lead[rows[refused]["lead_id"]]
+
+
+def _mismatch(got: dict, want: dict) -> dict:
+    from features.spec import FEATURE_NAMES
+
+    have = {
+        "features": {n: got["features"][n] for n in FEATURE_NAMES},
+        "probability": got["probability"],
+        "score": got["score"],
+        "tier": got["tier"],
+        "reasons": ("; ".join(got["reasons_positive"]), "; ".join(got["reasons_negative"])),
+        "model_version": got["model_version"],
+    }
+    return {k: (want[k], have[k]) for k in want if want[k] != have[k]}
+
+
+def test_online_scores_equal_the_batch_path_on_random_leads(served, parity_cases):
+    *_, service = served
+    cases, refused = parity_cases
     mismatches, tiers = [], set()
     with httpx.Client(base_url=service.url, headers=_auth("score"), timeout=30) as client:
-        for i in sample:
-            lid = rows[i]["lead_id"]
-            lead = by_lead[lid]
-            peers = (
-                [p for p in accounts[(lead["company_domain"] or "").lower()] if p != lid]
-                if lead["company_domain"]
-                else []
-            )
-            body = {
-                "lead": lead,
-                "events": events[lid],
-                "status_history": history[lid],
-                "peers": [by_lead[p] for p in peers],
-                "peer_events": [e for p in peers for e in events[p]],
-                "as_of": AS_OF,
-                "include_features": True,
-            }
-            r = client.post("/v1/score", json=_json(body))
+        for lid, body, want in cases:
+            r = client.post("/v1/score", json=body)
             assert r.status_code == 200, r.text
-            got = r.json()
-            want = {
-                "features": {n: rows[i][n] for n in FEATURE_NAMES},
-                "probability": float(scored.probability[i]),
-                "score": int(scored.score[i]),
-                "tier": str(scored.tier[i]),
-                "reasons": (scored.reasons_positive[i], scored.reasons_negative[i]),
-            }
-            have = {
-                "features": {n: got["features"][n] for n in FEATURE_NAMES},
-                "probability": got["probability"],
-                "score": got["score"],
-                "tier": got["tier"],
-                "reasons": ("; ".join(got["reasons_positive"]), "; ".join(got["reasons_negative"])),
-            }
-            if have != want:
-                mismatches.append((lid, {k: (want[k], have[k]) for k in want if want[k] != have[k]}))
-            tiers.add(got["tier"])
-            assert got["model_version"] == scorer.model_version
+            if diff := _mismatch(r.json(), want):
+                mismatches.append((lid, diff))
+            tiers.add(r.json()["tier"])
     assert not mismatches, mismatches[:2]
-    refused = next(i for i in range(len(rows)) if not _consents(by_lead[rows[i]["lead_id"]]))
     r = httpx.post(
         f"{service.url}/v1/score",
         headers=_auth("score"),
         timeout=30,
-        json=_json({"lead": by_lead[rows[refused]["lead_id"]], "events": [], "as_of": AS_OF}),
+        json=_json({"lead": refused, "events": [], "as_of": AS_OF}),
     )
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == [
         "body",
         "lead",
     ]  # no consent, no score
     assert len(tiers) >= 3  # the sample spans the tiers, so the comparison is not trivial
+
+
+def _batch_counts(url: str) -> tuple[int, int]:
+    text = httpx.get(f"{url}/metrics").text
+    values = dict(line.split(" ", 1) for line in text.splitlines() if line.startswith("prox_score_batch"))
+    return int(values.get("prox_score_batches_total", 0)), int(values.get("prox_score_batch_leads_total", 0))
+
+
+def test_concurrent_requests_are_batched_and_each_answer_equals_the_batch_path(served, parity_cases):
+    """16 clients at once: the service coalesces their leads into shared passes of the feature
+    code and one booster call per pass, and every lead still gets exactly its own answer."""
+    import asyncio
+
+    *_, service = served
+    cases, _ = parity_cases
+    cases = cases[:400]
+    batches_before, leads_before = _batch_counts(service.url)
+
+    async def run() -> list[tuple[str, int, dict]]:
+        queue = list(reversed(cases))
+        out = []
+        async with httpx.AsyncClient(base_url=service.url, headers=_auth("score"), timeout=60) as client:
+
+            async def worker() -> None:
+                while queue:
+                    lid, body, want = queue.pop()
+                    r = await client.post("/v1/score", json=body)
+                    out.append(
+                        (lid, r.status_code, _mismatch(r.json(), want) if r.status_code == 200 else r.text)
+                    )
+
+            await asyncio.gather(*(worker() for _ in range(16)))
+        return out
+
+    out = asyncio.run(run())
+    assert len(out) == len(cases) and all(status == 200 for _, status, _ in out), out[:2]
+    mismatches = [(lid, diff) for lid, _, diff in out if diff]
+    assert not mismatches, mismatches[:2]
+    batches, leads = _batch_counts(service.url)
+    assert leads - leads_before == len(cases)
+    assert batches - batches_before < len(cases)  # some requests shared a pass
 
 
 def _consents(lead: dict) -> bool:
