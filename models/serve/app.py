@@ -211,6 +211,13 @@ def create_app(config: ServeConfig) -> FastAPI:
         app.state.scoring = Coalescer(
             lambda jobs: run_jobs(jobs, app.state.state, _now), max_batch=config.max_batch, on_batch=counted
         )
+        app.state.ingesting = Coalescer(app.state.state.ingest_many, max_batch=config.max_batch)
+
+        def record(rows: list) -> list[None]:
+            app.state.state.record_scores(rows)
+            return [None] * len(rows)
+
+        app.state.recording = Coalescer(record, max_batch=256)
         app.state.model = await asyncio.to_thread(
             ModelHolder, config.tracking_uri, config.model_name, config.alias
         )
@@ -327,10 +334,14 @@ def create_app(config: ServeConfig) -> FastAPI:
         """Store events durably (acknowledged after commit), re-score their leads, queue tier-A pushes."""
         state: OnlineState = request.app.state.state
         batch = ([body.event] if body.event else []) + body.events
-        new, dup, touched = state.ingest(
-            [lead.row() for lead in body.leads],
-            [e.model_dump() for e in batch],
-            [s.model_dump() for s in body.status_history],
+        # group commit: the ingests that arrive together share one transaction (one fsync);
+        # each request is answered only after that commit
+        new, dup, touched = await request.app.state.ingesting.submit(
+            (
+                [lead.row() for lead in body.leads],
+                [vars(e) for e in batch],
+                [vars(s) for s in body.status_history],
+            )
         )
         metrics.inc("events_accepted", new)
         metrics.inc("events_duplicate", dup)
@@ -354,6 +365,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         results = await asyncio.gather(
             *(request.app.state.scoring.submit(job) for job in jobs), return_exceptions=True
         )
+        records = []
         for job, last_tier, result in zip(jobs, last_tiers, results, strict=True):
             lead_id = job.lead["lead_id"]
             if isinstance(result, FeatureInputError):
@@ -376,8 +388,10 @@ def create_app(config: ServeConfig) -> FastAPI:
                     "run_id": f"hot-{as_of.strftime('%Y%m%dT%H%M%S')}",
                 }
                 queued.append(lead_id)
-            state.record_score(lead_id, result.tier, result.score, payload)
+            records.append((lead_id, result.tier, result.score, payload))
             scored.append(_response(result, False))
+        if records:  # the last tiers and queued pushes, committed before the answer
+            await asyncio.gather(*(request.app.state.recording.submit(r) for r in records))
         if queued and request.app.state.pusher is not None:
             metrics.inc("pushes_queued", len(queued))
             request.app.state.pusher.wake.set()

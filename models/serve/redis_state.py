@@ -40,6 +40,8 @@ from features.contract import ACTIVITIES, LEAD_STATUS_HISTORY, LEADS, UTC_TS
 from models.serve.state import (
     _EVENT_COLS,
     RETENTION_US,
+    IngestBatch,
+    ScoreRecord,
     _jsonable,
     _lead_from_json,
     account_key,
@@ -174,16 +176,37 @@ class RedisState:
         new = int(out[0])
         return new, len(events) - new, set(out[1:])
 
+    def ingest_many(self, batches: Sequence[IngestBatch]) -> list[tuple[int, int, set[str]] | Exception]:
+        """Each batch through :meth:`ingest` (one atomic script each; appendfsync always
+        makes each durable, and Redis groups their fsyncs itself)."""
+        from redis.exceptions import ConnectionError as Unreachable
+        from redis.exceptions import TimeoutError as TimedOut
+
+        out: list[tuple[int, int, set[str]] | Exception] = []
+        for leads, events, status in batches:
+            try:
+                out.append(self.ingest(leads, events, status))
+            except (Unreachable, TimedOut):
+                raise  # a lost server fails every batch
+            except Exception as exc:  # this batch only: its data (the script is atomic)
+                out.append(exc)
+        return out
+
     def record_score(
         self, lead_id: str, tier: str, score: int, push_payload: Mapping[str, Any] | None
     ) -> None:
         """Remember the lead's last tier and queue its CRM push, in one transaction."""
-        pipe = self.r.pipeline(transaction=True)  # MULTI/EXEC: both or neither
-        pipe.hset(self.p + "lead:" + lead_id, mapping={"last_tier": tier, "last_score": score})
-        if push_payload is not None:
-            pipe.hset(self.p + "outbox", lead_id, json.dumps(push_payload))
-            pipe.hset(self.p + "outbox:meta", lead_id, json.dumps({"attempts": 0, "last_error": None}))
-            pipe.zadd(self.p + "outbox:due", {lead_id: time.time()})
+        self.record_scores([(lead_id, tier, score, push_payload)])
+
+    def record_scores(self, rows: Sequence[ScoreRecord]) -> None:
+        """:meth:`record_score` of many leads in one MULTI/EXEC (all or none)."""
+        pipe = self.r.pipeline(transaction=True)
+        for lead_id, tier, score, push_payload in rows:
+            pipe.hset(self.p + "lead:" + lead_id, mapping={"last_tier": tier, "last_score": score})
+            if push_payload is not None:
+                pipe.hset(self.p + "outbox", lead_id, json.dumps(push_payload))
+                pipe.hset(self.p + "outbox:meta", lead_id, json.dumps({"attempts": 0, "last_error": None}))
+                pipe.zadd(self.p + "outbox:due", {lead_id: time.time()})
         pipe.execute()
 
     # ---- reads -----------------------------------------------------------------------------

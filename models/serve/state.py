@@ -104,6 +104,12 @@ def prunable(
     return [e for e in old if e not in keep]
 
 
+#: (leads, events, status changes) of one ingest call
+IngestBatch = tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]
+#: (lead_id, tier, score, CRM push payload or None) of one scored lead
+ScoreRecord = tuple[str, str, int, Mapping[str, Any] | None]
+
+
 class OnlineStore(Protocol):
     """What the service needs of its online state (SQLite :class:`OnlineState`, or Redis).
 
@@ -120,6 +126,12 @@ class OnlineStore(Protocol):
     def record_score(
         self, lead_id: str, tier: str, score: int, push_payload: Mapping[str, Any] | None
     ) -> None: ...
+
+    def ingest_many(self, batches: Sequence[IngestBatch]) -> list[tuple[int, int, set[str]] | Exception]:
+        """Each batch's ingest, in order; durable when it returns (one commit where the store can)."""
+        ...
+
+    def record_scores(self, rows: Sequence[ScoreRecord]) -> None: ...
 
     def lead(self, lead_id: str) -> tuple[dict[str, Any], str | None] | None: ...
 
@@ -213,67 +225,103 @@ class OnlineState:
         status: Sequence[Mapping[str, Any]] = (),
     ) -> tuple[int, int, set[str]]:
         """Upsert leads, add new events and status changes; (new events, duplicates, lead ids touched)."""
+        (result,) = self.ingest_many([(leads, events, status)])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def ingest_many(self, batches: Sequence[IngestBatch]) -> list[tuple[int, int, set[str]] | Exception]:
+        """:meth:`ingest` of each batch, in order, in ONE transaction (one commit, one fsync).
+
+        Each batch is applied inside its own savepoint: a batch that fails is rolled back alone
+        and gets its exception; the others are committed together. Nothing is acknowledged
+        before that commit returns (group commit)."""
         now = time.time()
-        touched: set[str] = set()
+        out: list[tuple[int, int, set[str]] | Exception] = []
         with self.lock:
             cur = self.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                for lead in leads:
-                    fields = json.dumps({k: _jsonable(lead.get(k)) for k in LEADS.names})
-                    cur.execute(
-                        "INSERT INTO leads(lead_id, account, fields, updated) VALUES (?,?,?,?) "
-                        "ON CONFLICT(lead_id) DO UPDATE SET account=excluded.account, fields=excluded.fields, "
-                        "updated=excluded.updated",
-                        (lead["lead_id"], account_key(lead.get("company_domain")), fields, now),
-                    )
-                    touched.add(lead["lead_id"])
-                new = 0
-                for e in events:
-                    cur.execute(
-                        "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?)",
-                        (
-                            e["event_id"],
-                            e["lead_id"],
-                            e["source"],
-                            to_us(e["occurred_at"]),
-                            e["channel"],
-                            e["action"],
-                            e.get("detail"),
-                            e.get("value"),
-                        ),
-                    )
-                    if cur.rowcount:
-                        new += 1
-                        touched.add(e["lead_id"])
-                for s in status:
-                    cur.execute(
-                        "INSERT OR IGNORE INTO status_history VALUES (?,?,?,?)",
-                        (s["lead_id"], s["source"], to_us(s["changed_at"]), s["status"]),
-                    )
-                    touched.add(s["lead_id"])
+                for leads, events, status in batches:
+                    cur.execute("SAVEPOINT batch")
+                    try:
+                        out.append(self._apply(cur, leads, events, status, now))
+                    except Exception as exc:  # this batch only: bad data, a constraint
+                        cur.execute("ROLLBACK TO batch")
+                        out.append(exc)
+                    cur.execute("RELEASE batch")
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+        return out
+
+    @staticmethod
+    def _apply(
+        cur: sqlite3.Cursor,
+        leads: Sequence[Mapping[str, Any]],
+        events: Sequence[Mapping[str, Any]],
+        status: Sequence[Mapping[str, Any]],
+        now: float,
+    ) -> tuple[int, int, set[str]]:
+        touched: set[str] = set()
+        for lead in leads:
+            fields = json.dumps({k: _jsonable(lead.get(k)) for k in LEADS.names})
+            cur.execute(
+                "INSERT INTO leads(lead_id, account, fields, updated) VALUES (?,?,?,?) "
+                "ON CONFLICT(lead_id) DO UPDATE SET account=excluded.account, fields=excluded.fields, "
+                "updated=excluded.updated",
+                (lead["lead_id"], account_key(lead.get("company_domain")), fields, now),
+            )
+            touched.add(lead["lead_id"])
+        new = 0
+        for e in events:
+            cur.execute(
+                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    e["event_id"],
+                    e["lead_id"],
+                    e["source"],
+                    to_us(e["occurred_at"]),
+                    e["channel"],
+                    e["action"],
+                    e.get("detail"),
+                    e.get("value"),
+                ),
+            )
+            if cur.rowcount:
+                new += 1
+                touched.add(e["lead_id"])
+        for st in status:
+            cur.execute(
+                "INSERT OR IGNORE INTO status_history VALUES (?,?,?,?)",
+                (st["lead_id"], st["source"], to_us(st["changed_at"]), st["status"]),
+            )
+            touched.add(st["lead_id"])
         return new, len(events) - new, touched
 
     def record_score(
         self, lead_id: str, tier: str, score: int, push_payload: Mapping[str, Any] | None
     ) -> None:
         """Remember the lead's last tier; queue its CRM push in the same transaction."""
+        self.record_scores([(lead_id, tier, score, push_payload)])
+
+    def record_scores(self, rows: Sequence[ScoreRecord]) -> None:
+        """:meth:`record_score` of many leads in one transaction (one commit)."""
         with self.lock:
             cur = self.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                cur.execute(
-                    "UPDATE leads SET last_tier=?, last_score=? WHERE lead_id=?", (tier, score, lead_id)
-                )
-                if push_payload is not None:
+                for lead_id, tier, score, push_payload in rows:
                     cur.execute(
-                        "INSERT OR REPLACE INTO outbox(lead_id, payload, attempts, next_at) VALUES (?,?,0,?)",
-                        (lead_id, json.dumps(push_payload), time.time()),
+                        "UPDATE leads SET last_tier=?, last_score=? WHERE lead_id=?", (tier, score, lead_id)
                     )
+                    if push_payload is not None:
+                        cur.execute(
+                            "INSERT OR REPLACE INTO outbox(lead_id, payload, attempts, next_at) "
+                            "VALUES (?,?,0,?)",
+                            (lead_id, json.dumps(push_payload), time.time()),
+                        )
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")

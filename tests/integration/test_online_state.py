@@ -101,6 +101,33 @@ def test_ingest_reads_back_leads_events_status_and_peers(store_spec):
         store.close()
 
 
+def test_grouped_ingest_answers_each_batch_as_alone_and_keeps_a_bad_one_apart(store_spec):
+    """Group commit (the service's concurrent webhooks in one transaction): each batch gets
+    what it would get alone, in order, and a batch that fails changes nothing of its own."""
+    store = _open(store_spec)
+    try:
+        bad_event = {k: v for k, v in _event(9).items() if k != "channel"}  # a NOT NULL column
+        out = store.ingest_many(
+            [
+                ([_lead(1)], [_event(1), _event(2)], []),
+                ([], [_event(2), _event(3)], []),  # e2 arrived in the batch before: a duplicate
+                ([_lead(3)], [_event(4, "hubspot:3"), bad_event], []),
+                ([], [_event(5, "hubspot:1")], []),
+            ]
+        )
+        assert out[0] == (2, 0, {"hubspot:1"}) and out[1] == (1, 1, {"hubspot:1"})
+        assert isinstance(out[2], Exception) and out[3] == (1, 0, {"hubspot:1"})
+        assert store.lead("hubspot:3") is None and store.count_events("hubspot:3") == 0  # rolled back alone
+        assert sorted(store.events(["hubspot:1"])["event_id"].to_pylist()) == ["e1", "e2", "e3", "e5"]
+        payload = {"lead_id": "hubspot:1", "tier": "A"}
+        store.ingest([_lead(2)], [])
+        store.record_scores([("hubspot:1", "A", 91, payload), ("hubspot:2", "C", 40, None)])
+        assert (store.lead("hubspot:1")[1], store.lead("hubspot:2")[1]) == ("A", "C")
+        assert [(lid, p) for lid, p, _ in store.due_pushes(now=1e12)] == [("hubspot:1", payload)]
+    finally:
+        store.close()
+
+
 def test_a_duplicate_event_counts_once_even_from_concurrent_writers(store_spec):
     store = _open(store_spec)
     try:

@@ -336,6 +336,41 @@ def test_acknowledged_events_survive_kill_9_and_duplicates_count_once(served):
         service.stop()
 
 
+def test_concurrent_webhooks_share_commits_count_each_event_once_and_survive_kill_9(served):
+    """32 webhook calls at once (each event sent twice, by two callers): the service commits
+    them in groups, acknowledges each after its group's commit, counts every event once, and
+    kill -9 right after the last answer loses none of them."""
+    import asyncio
+
+    settings, world, leads, _ = served
+    lead, evs = _lead_payload(leads, world)
+    service = Service(settings.data_dir, settings.data_dir / "serve" / "grouped.sqlite").start()
+    try:
+        r = httpx.post(
+            f"{service.url}/v1/events", headers=_auth("ingest"), json=_json({"leads": [lead], "as_of": AS_OF})
+        )
+        assert r.status_code == 200, r.text
+        calls = [_json({"event": e, "as_of": AS_OF}) for e in evs[:16] for _ in range(2)]
+
+        async def run() -> list[dict]:
+            async with httpx.AsyncClient(base_url=service.url, headers=_auth("ingest"), timeout=60) as c:
+                answers = await asyncio.gather(*(c.post("/v1/events", json=body) for body in calls))
+            assert all(a.status_code == 200 for a in answers), answers[0].text
+            return [a.json() for a in answers]
+
+        answers = asyncio.run(run())
+        assert sum(a["accepted"] for a in answers) == 16 and sum(a["duplicates"] for a in answers) == 16
+        assert all(a["scored"][0]["lead_id"] == lead["lead_id"] for a in answers if a["accepted"])
+        service.kill9()
+        service.start()
+        r = httpx.post(
+            f"{service.url}/v1/events", headers=_auth("ingest"), timeout=30, json=_json({"events": evs[:16]})
+        )
+        assert (r.json()["accepted"], r.json()["duplicates"]) == (0, 16)  # all 16 were durable
+    finally:
+        service.stop()
+
+
 def test_champion_switch_under_load_fails_no_request(served):
     from mlflow import MlflowClient
 
