@@ -3,7 +3,9 @@
 Three HTTP services on 127.0.0.1, each one uvicorn worker, the same registered champion:
 - ``prox``: ``/v1/score`` (features from the lead's fields and its events with the shared
   feature code, booster, TreeSHAP reasons), ``/v1/score`` from the stored online state, and
-  ``/v1/events`` (a new event committed durably -- synchronous=FULL -- then re-scored);
+  ``/v1/events`` (a new event committed durably -- synchronous=FULL -- then re-scored),
+  spread over 1,000 stored leads, and all sent to one lead (whose history grows by every
+  event of the run: the worst case);
 - ``bare``: a FastAPI endpoint calling ``booster.predict`` on a posted NumPy row (the floor);
 - ``mlflow``: ``mlflow models serve`` of the same model version (one feature row as
   ``dataframe_records``), when it starts within 120 s.
@@ -41,6 +43,8 @@ from fastapi import Request
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
+SPREAD = 1_000  # leads the spread /v1/events target sends to (request number mod SPREAD)
+KEY = "%%%%"  # the load generator writes the request number mod SPREAD there
 WORLD_END = dt.date(2026, 6, 1)
 
 
@@ -162,10 +166,13 @@ class Loadgen:
     def __init__(self, exe: Path, work: Path, cpus: str | None) -> None:
         self.exe, self.work, self.cpus, self.seq = exe, work, cpus, 0
 
-    def run(self, port: int, path: str, body: bytes, headers: dict, total: int, concurrency: int) -> dict:
+    def run(
+        self, port: int, path: str, body: bytes, headers: dict, total: int, concurrency: int, keys: int = 0
+    ) -> dict:
         req = self.work / f"req-{self.seq}.http"
         req.write_bytes(request_bytes(path, body, headers))
         cmd = [str(self.exe), str(port), str(concurrency), str(total), str(req), "300", str(self.seq)]
+        cmd.append(str(keys))  # "%%%%" -> request number mod keys (0: the default, 10,000)
         if self.cpus:
             cmd = ["taskset", "-c", self.cpus, *cmd]
         self.seq += 10**7  # event ids stay unique across runs
@@ -355,6 +362,31 @@ def main() -> int:
         def new_event(i: int | str) -> dict:
             return {"event": {**ev0, "event_id": f"bench-{os.getpid()}-{i}"}, "as_of": as_of.isoformat()}
 
+        # SPREAD copies of the lead, each with its events: webhooks spread over many leads
+        for start in range(0, SPREAD, 100):
+            copies = [  # each its own company: one account of 1,000 leads would be another benchmark
+                {
+                    **lead_j,
+                    "lead_id": f"{lead_j['lead_id']}K{k:04d}",
+                    "company_domain": f"k{k:04d}.example.com",
+                }
+                for k in range(start, start + 100)
+            ]
+            copied = [
+                {**e, "event_id": f"pre-{k}-{j}", "lead_id": f"{lead_j['lead_id']}K{k:04d}"}
+                for k in range(start, start + 100)
+                for j, e in enumerate(events_j)
+            ]
+            r = c.post(
+                f"{prox}/v1/events", json={"leads": copies, "events": copied, "as_of": as_of.isoformat()}
+            )
+            assert r.status_code == 200, r.text[:300]
+
+        def spread_event(i: int | str) -> dict:
+            key = KEY if i == marker else f"{sum(map(ord, str(i))) % SPREAD:04d}"  # Python client: any lead
+            event = {**ev0, "event_id": f"bench-{os.getpid()}-s{i}", "lead_id": f"{lead_j['lead_id']}K{key}"}
+            return {"event": event, "as_of": as_of.isoformat()}
+
         bare_body = {"x": x_bare}
         mlflow_body = {"dataframe_records": [features]}
         if mlflow_up:
@@ -376,7 +408,8 @@ def main() -> int:
         targets = {
             "prox_score": (port, "/v1/score", score_body, H, args.n, args.total),
             "prox_score_state": (port, "/v1/score", state_body, H, args.n, args.total),
-            "prox_events": (port, "/v1/events", new_event, H, args.n, args.total),
+            "prox_events": (port, "/v1/events", spread_event, H, args.n, args.total),
+            "prox_events_one_lead": (port, "/v1/events", new_event, H, args.n, args.total),
             "bare": (bport, "/predict", bare_body, {}, args.n, args.total),
         }
         if mlflow_up:
@@ -393,9 +426,9 @@ def main() -> int:
             if exe:
                 gen = Loadgen(exe, work, client_cpus)
                 raw = json.dumps(body(marker) if callable(body) else body).encode()
-                seq = gen.run(tport, path, raw, headers, n, 1)
+                seq = gen.run(tport, path, raw, headers, n, 1, SPREAD)
                 before = _batches(tport) if tport == port else None
-                thr = gen.run(tport, path, raw, headers, total, 16)
+                thr = gen.run(tport, path, raw, headers, total, 16, SPREAD)
                 figures[name] = {
                     "p50_ms": seq["p50_ms"],
                     "p90_ms": seq["p90_ms"],

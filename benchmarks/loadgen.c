@@ -5,9 +5,11 @@
  * it), waits for the whole response (Content-Length framing) and sends the next one, until
  * TOTAL responses have been received. Every occurrence of the marker "@@@@@@@@@@@@" in the
  * request is replaced by the request's sequence number, zero-padded to the same width (so
- * Content-Length stays right): unique event ids for /v1/events.
+ * Content-Length stays right): unique event ids for /v1/events. Every "%%%%" is replaced by
+ * the sequence number modulo KEYS (default 10000), zero-padded to 4 digits: requests spread
+ * over KEYS leads.
  *
- *     prox-loadgen PORT CONCURRENCY TOTAL REQUEST_FILE [MAX_SECONDS] [SEQ_OFFSET]
+ *     prox-loadgen PORT CONCURRENCY TOTAL REQUEST_FILE [MAX_SECONDS] [SEQ_OFFSET] [KEYS]
  *
  * Prints one JSON object: requests, errors (non-2xx), seconds, rps and latency percentiles
  * in ms (p50, p90, p99, max) measured from the first byte sent to the last byte received.
@@ -32,6 +34,8 @@
 #define MARK "@@@@@@@@@@@@"
 #define MARK_LEN 12
 #define MAX_CONN 256
+#define KEY_MARK "%%%%"
+#define KEY_LEN 4
 
 typedef struct {
     int fd;
@@ -49,6 +53,9 @@ static char *tmpl;
 static size_t tmpl_len;
 static size_t marks[64];
 static int n_marks;
+static size_t key_marks[64];
+static int n_key_marks;
+static long keys = 10000;
 
 static double now(void) {
     struct timespec ts;
@@ -73,6 +80,9 @@ static void fill(conn_t *c, long seq) {
     char digits[MARK_LEN + 2];
     snprintf(digits, sizeof digits, "%0*ld", MARK_LEN, seq % 1000000000000L);
     for (int k = 0; k < n_marks; k++) memcpy(c->req + marks[k], digits, MARK_LEN);
+    char key[KEY_LEN + 2];
+    snprintf(key, sizeof key, "%0*ld", KEY_LEN, (seq % keys) % 10000L);
+    for (int k = 0; k < n_key_marks; k++) memcpy(c->req + key_marks[k], key, KEY_LEN);
     c->sent = 0;
     c->len = 0;
     c->need = -1;
@@ -114,13 +124,14 @@ static int connect_one(int port) {
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s PORT CONCURRENCY TOTAL REQUEST_FILE [MAX_SECONDS] [SEQ_OFFSET]\n", argv[0]);
+        fprintf(stderr, "usage: %s PORT CONCURRENCY TOTAL REQUEST_FILE [MAX_SECONDS] [SEQ_OFFSET] [KEYS]\n", argv[0]);
         return 2;
     }
     int port = atoi(argv[1]), conc = atoi(argv[2]);
     long total = atol(argv[3]);
     double max_seconds = argc > 5 ? atof(argv[5]) : 120.0;
     long seq_offset = argc > 6 ? atol(argv[6]) : 0;
+    if (argc > 7 && atol(argv[7]) > 0) keys = atol(argv[7]);
     if (conc < 1 || conc > MAX_CONN || total < 1) return 2;
     FILE *f = fopen(argv[4], "rb");
     if (!f) { perror("request file"); return 2; }
@@ -133,6 +144,9 @@ int main(int argc, char **argv) {
     for (char *p = tmpl; (p = memmem(p, tmpl_len - (size_t)(p - tmpl), MARK, MARK_LEN)) && n_marks < 64;
          p += MARK_LEN)
         marks[n_marks++] = (size_t)(p - tmpl);
+    for (char *p = tmpl; (p = memmem(p, tmpl_len - (size_t)(p - tmpl), KEY_MARK, KEY_LEN)) && n_key_marks < 64;
+         p += KEY_LEN)
+        key_marks[n_key_marks++] = (size_t)(p - tmpl);
 
     int ep = epoll_create1(0);
     conn_t *conns = calloc((size_t)conc, sizeof(conn_t));

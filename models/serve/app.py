@@ -211,7 +211,14 @@ def create_app(config: ServeConfig) -> FastAPI:
         app.state.scoring = Coalescer(
             lambda jobs: run_jobs(jobs, app.state.state, _now), max_batch=config.max_batch, on_batch=counted
         )
-        app.state.ingesting = Coalescer(app.state.state.ingest_many, max_batch=config.max_batch)
+
+        def committed(n: int) -> None:
+            metrics.inc("ingest_commits")
+            metrics.inc("ingest_requests", n)
+
+        app.state.ingesting = Coalescer(
+            app.state.state.ingest_many, max_batch=config.max_batch, on_batch=committed
+        )
 
         def record(rows: list) -> list[None]:
             app.state.state.record_scores(rows)

@@ -77,8 +77,9 @@ def encode_row(bundle: ModelBundle, features: Mapping[str, Any]) -> np.ndarray:
 
 def _as_values(column: pa.Array | np.ndarray, rows: np.ndarray) -> list[Any]:
     """Python values of ``rows`` of a feature column, None where missing (as ``value_at``)."""
-    if isinstance(column, pa.Array):
-        return column.take(pa.array(rows)).to_pylist()
+    if isinstance(column, pa.Array):  # a batch's columns are short: one conversion, then indexing
+        values = column.to_pylist()
+        return [values[r] for r in rows]
     values = column[rows].tolist()
     return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
 
@@ -206,11 +207,23 @@ def state_input(state: Any, lead: Mapping[str, Any]) -> OnlineInput:
 def run_jobs(
     jobs: Sequence[ScoreJob], state: Any, now: Callable[[], dt.datetime]
 ) -> list[LeadScore | FeatureInputError]:
-    """Score a batch of jobs: one feature pass and one booster call per (model, as-of) group."""
+    """Score a batch of jobs: one feature pass and one booster call per (model, as-of) group.
+
+    Jobs that score the same stored lead (same fields, model and time: a lead whose webhooks
+    arrive in a burst) read the same state in this batch, so they are scored once."""
     at = now()
     groups: dict[tuple[int, dt.datetime], list[int]] = {}
+    same: dict[tuple[Any, ...], int] = {}
+    copies: list[tuple[int, int]] = []
     for i, job in enumerate(jobs):
-        groups.setdefault((id(job.scorer), job.as_of or at), []).append(i)
+        as_of = job.as_of or at
+        if job.inputs is None:
+            key = (id(job.scorer), as_of, job.with_features, tuple(sorted(job.lead.items())))
+            if key in same:
+                copies.append((i, same[key]))
+                continue
+            same[key] = i
+        groups.setdefault((id(job.scorer), as_of), []).append(i)
     out: list[Any] = [None] * len(jobs)
     for (_, as_of), members in groups.items():
         scorer = jobs[members[0]].scorer
@@ -225,4 +238,6 @@ def run_jobs(
         )
         for i, result in zip(members, scored, strict=True):
             out[i] = result
+    for i, first in copies:
+        out[i] = out[first]
     return out

@@ -360,6 +360,13 @@ def test_concurrent_webhooks_share_commits_count_each_event_once_and_survive_kil
 
         answers = asyncio.run(run())
         assert sum(a["accepted"] for a in answers) == 16 and sum(a["duplicates"] for a in answers) == 16
+        counters = dict(
+            line.split(" ", 1)
+            for line in httpx.get(f"{service.url}/metrics").text.splitlines()
+            if line.startswith("prox_ingest_")
+        )
+        assert int(counters["prox_ingest_requests_total"]) == 33  # the lead upsert and 32 webhooks
+        assert int(counters["prox_ingest_commits_total"]) < 33  # ... in fewer commits
         assert all(a["scored"][0]["lead_id"] == lead["lead_id"] for a in answers if a["accepted"])
         service.kill9()
         service.start()

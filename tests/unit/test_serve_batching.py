@@ -234,3 +234,31 @@ def test_coalescer_bounds_a_batch_and_a_failed_batch_fails_only_its_items():
     assert all(isinstance(r, RuntimeError) for r in out[:4]) and out[4:] == list(range(4, 10))
     with pytest.raises(ValueError, match="max_batch"):
         Coalescer(work, max_batch=0)
+
+
+def test_jobs_on_the_same_stored_lead_are_scored_once(world, scorer, tmp_path):
+    from models.serve.state import OnlineState
+
+    _, _, _, by_lead, evs, _, _ = world
+    known = [lid for lid, r in by_lead.items() if r["created_at"] < AS_OF and evs[lid]][:2]
+    state = OnlineState(tmp_path / "online.sqlite")
+    state.ingest([by_lead[lid] for lid in known], [e for lid in known for e in evs[lid]])
+    reads: list[str] = []
+    events = state.events
+
+    def counted(lead_ids):
+        lead_ids = list(lead_ids)
+        reads.extend(lead_ids)
+        return events(lead_ids)
+
+    state.events = counted  # type: ignore[method-assign]
+    lead, _ = state.lead(known[0])
+    other, _ = state.lead(known[1])
+    jobs = [ScoreJob(scorer, lead, AS_OF)] * 5 + [ScoreJob(scorer, other, AS_OF)]
+    jobs.append(ScoreJob(scorer, {**lead, "title": "Chief Executive Officer"}, AS_OF))  # other fields
+    out = run_jobs(jobs, state, now=lambda: AS_OF)
+    assert reads.count(known[0]) == 2 and reads.count(known[1]) == 1  # the five share one read
+    assert out[0] is out[4] and out[5].lead_id == known[1]
+    alone = run_jobs([jobs[0]], state, now=lambda: AS_OF)[0]
+    assert alone == out[0]
+    state.close()
