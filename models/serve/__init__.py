@@ -3,5 +3,6 @@
 ``prox serve`` runs :func:`models.serve.app.create_app` under uvicorn. The parts: durable
 per-lead online state (:mod:`.state`), bearer tokens with roles (:mod:`.auth`), Prometheus
 metrics (:mod:`.metrics`), the champion held and swapped atomically (:mod:`.model`), the
-one-lead scoring path (:mod:`.scoring`) and the CRM push outbox worker (:mod:`.push`).
+scoring path (:mod:`.scoring`), the dynamic batching of concurrent requests
+(:mod:`.batching`) and the CRM push outbox worker (:mod:`.push`).
 """
