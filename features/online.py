@@ -182,22 +182,23 @@ def many_lead_features(inputs: Sequence[OnlineInput], as_of: dt.datetime) -> Fea
     row_prefix = [p for p, n in zip(prefixes, sizes, strict=True) for _ in range(n)]
     created = leads.column("created_at").cast(pa.int64()).fill_null(as_of_us).to_numpy()
     known = created < as_of_us
-    late = [k for k in range(len(inputs)) if not known[first[k]]]
-    if late:
-        errors = {
-            k: FeatureInputError(
-                f"lead {inputs[k].lead.get('lead_id')!r}: created_at {inputs[k].lead.get('created_at')} "
-                f"is not before as_of {as_of.isoformat()}; it has no features yet"
-            )
-            for k in late
-        }
-        rest = [k for k in range(len(inputs)) if k not in errors]
-        inner = many_lead_features([inputs[k] for k in rest], as_of) if rest else None
-        rows: list[int | FeatureInputError] = [errors.get(k, 0) for k in range(len(inputs))]
-        for j, k in enumerate(rest):
-            rows[k] = inner.rows[j]  # type: ignore[union-attr]
-        if inner is None:
-            return FeatureRows({}, rows, DataQualityReport(as_of=as_of.isoformat()))
+    late = {
+        k: FeatureInputError(
+            f"lead {item.lead.get('lead_id')!r}: created_at {item.lead.get('created_at')} "
+            f"is not before as_of {as_of.isoformat()}; it has no features yet"
+        )
+        for k, item in enumerate(inputs)
+        if not known[first[k]]
+    }
+    if late:  # featurise the others without them; the late ones keep their error
+        rest = [item for k, item in enumerate(inputs) if k not in late]
+        inner = (
+            many_lead_features(rest, as_of)
+            if rest
+            else FeatureRows({}, [], DataQualityReport(as_of=as_of.isoformat()))
+        )
+        others = iter(inner.rows)
+        rows = [late[k] if k in late else next(others) for k in range(len(inputs))]
         return FeatureRows(inner.columns, rows, inner.report)
     report = DataQualityReport(as_of=as_of.isoformat())
     report.leads_read, report.leads_known = leads.num_rows, int(known.sum())

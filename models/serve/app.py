@@ -28,6 +28,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from features.build import FeatureInputError
+from features.online import OnlineInput
 from models.serve.auth import TokenStore, allowed
 from models.serve.batching import Coalescer
 from models.serve.metrics import Metrics
@@ -295,9 +297,6 @@ def create_app(config: ServeConfig) -> FastAPI:
     )
     async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
         """Probability, score, tier and reasons of one lead (role ``score``)."""
-        from features.build import FeatureInputError
-        from features.online import OnlineInput
-
         scorer = request.app.state.model.current  # this request keeps this model to its end
         lead = body.lead.row()
         if not consents(lead, config.consent_policy):
@@ -352,8 +351,6 @@ def create_app(config: ServeConfig) -> FastAPI:
         )
         metrics.inc("events_accepted", new)
         metrics.inc("events_duplicate", dup)
-        from features.build import FeatureInputError
-
         scorer = request.app.state.model.current
         as_of = body.as_of or _now()
         scored, unknown, queued, withheld = [], [], [], []
