@@ -16,7 +16,7 @@ export PROX_DATA_DIR ?= $(CURDIR)/var
 # Two cores: keep BLAS/LightGBM from oversubscribing when tests run beside services.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: help venv demo test test-fast lint lock benchmarks sandbox-up sandbox-down clean clean-data
+.PHONY: help venv demo test test-fast lint lint-imports lock benchmarks sandbox-up sandbox-down clean clean-data
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "ProX make targets:\n"} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,9 +47,13 @@ test: $(STAMP) ## Run the whole test suite (fails if no test ran)
 test-fast: $(STAMP) ## Run unit tests only
 	$(BIN)/python -m pytest -p no:cacheprovider -m unit
 
-lint: $(STAMP) ## Lint and check formatting with ruff
+lint: $(STAMP) ## Lint, check formatting (ruff) and the import layers (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+lint-imports: $(STAMP) ## Check that imports follow the layers of docs/architecture.md
+	$(BIN)/lint-imports
 
 benchmarks: $(STAMP) ## Run every benchmark (heavy: minutes and several GB)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done

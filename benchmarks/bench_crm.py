@@ -117,7 +117,7 @@ def main() -> int:
             session.trust_env = False
             session.verify = str(info.cert)
             headers = {"Authorization": f"Bearer {env['PROX_HUBSPOT_ACCESS_TOKEN']}"}
-            from sandbox.crm_views import HS_CONTACT_PROPERTIES
+            from plugins.crm.fields import HS_CONTACT_PROPERTIES
 
             t0 = time.perf_counter()
             after, read = None, 0

@@ -42,7 +42,7 @@ def prepare(n_leads: int) -> Path:
     """Generate (once) the world's Parquet files and the pseudonymised leads."""
     import pyarrow.parquet as pq
 
-    from prox.privacy import pseudonymise_leads
+    from features.privacy import pseudonymise_leads
     from sandbox.world import WorldSpec, world_exists, write_world
 
     out = bench_dir(n_leads)

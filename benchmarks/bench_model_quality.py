@@ -41,8 +41,8 @@ def world_dir(n_leads: int, days: int, seed: int) -> Path:
 def simulated(
     n_leads: int, days: int, seed: int, trials: int, budget: float, threads: int, every: int
 ) -> dict:
-    from models import retrain
     from models.train import TrainConfig
+    from pipelines import retrain
     from prox.settings import Settings
     from sandbox.world import WorldSpec, world_exists, write_world
 
@@ -106,8 +106,8 @@ def bank(trials: int, budget: float, threads: int) -> dict:
     import pandas as pd
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    from models import retrain
     from models.train import TrainConfig
+    from pipelines import retrain
     from prox.settings import Settings
 
     data = Path(tempfile.mkdtemp(prefix="prox-bench-bank-"))

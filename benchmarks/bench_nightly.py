@@ -97,9 +97,9 @@ def main() -> None:
     settings = Settings.from_env().ensure_dirs()
     os.environ.update(airflow_environ(settings))  # before Airflow is first imported
 
-    from models.retrain import build_training_set, run_all
     from models.train import TrainConfig
-    from prox.demo import migrate_airflow
+    from pipelines.demo import migrate_airflow
+    from pipelines.retrain import build_training_set, run_all
     from sandbox import server
     from sandbox.world import WorldSpec, world_exists, write_world
 

@@ -1,6 +1,6 @@
 """Benchmark: the nightly scoring step over 1,000,000 open leads, exact reasons included.
 
-What runs is the DAG's own step, :func:`prox.nightly.score`, bucket by bucket, against a lake
+What runs is the DAG's own step, :func:`pipelines.nightly.score`, bucket by bucket, against a lake
 and a push ledger laid out as the nightly job leaves them:
 
 1. **Champion**: the retraining steps on the cached 100,000-lead world (the model-quality
@@ -49,8 +49,8 @@ def peak_rss_gb() -> float:
 def train_champion(settings, threads: int, trials: int) -> dict:
     """The retraining steps on the model-quality benchmark's world; returns the gate's decision."""
     from benchmarks.bench_model_quality import world_dir
-    from models import retrain
     from models.train import TrainConfig
+    from pipelines import retrain
     from sandbox.world import WorldSpec, world_exists, write_world
 
     world = world_dir(100_000, 540, 11)
@@ -93,7 +93,7 @@ def population(n_rows: int, world_leads: int, seed: int) -> pa.Table:
 def write_night(lake, features: pa.Table, run_date: dt.date, n_buckets: int) -> None:
     from features.lake import Partition
     from features.partition import bucket_of
-    from prox.nightly import ALL, _bucket_label
+    from pipelines.nightly import ALL, _bucket_label
 
     buckets = bucket_of(features.column("lead_id"), n_buckets)
     for b in range(n_buckets):
@@ -114,7 +114,7 @@ def write_night(lake, features: pa.Table, run_date: dt.date, n_buckets: int) -> 
 
 
 def run_night(settings, ctx, n_buckets: int) -> dict:
-    from prox.nightly import score
+    from pipelines.nightly import score
 
     started = time.perf_counter()
     parts = [score(settings, ctx, b, n_buckets) for b in range(n_buckets)]
@@ -129,8 +129,8 @@ def run_night(settings, ctx, n_buckets: int) -> dict:
 def remember_push(settings, lake, ctx, n_buckets: int) -> pa.Table:
     """What the push step leaves behind: the ledger of pushed values and the merged scores."""
     from features.lake import Partition
+    from pipelines.nightly import ALL, _scores_of
     from plugins.crm.state import ConnectorState, PushedValues
-    from prox.nightly import ALL, _scores_of
 
     scores = _scores_of(lake, ctx.run_date, n_buckets)
     lake.write(scores, Partition("scores", "scores", ALL, ctx.run_date))
@@ -187,7 +187,7 @@ def main() -> None:
     from benchmarks._measure import emit
     from features.lake import Lake
     from models.score import load_scorer
-    from prox.nightly import RunContext
+    from pipelines.nightly import RunContext
     from prox.settings import Settings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

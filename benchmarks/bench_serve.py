@@ -70,7 +70,7 @@ def _wait(url: str, proc: subprocess.Popen, seconds: float) -> bool:
 
 
 def _champion(data_dir: Path, n_leads: int) -> None:
-    from models.retrain import build_training_set, run_all
+    from pipelines.retrain import build_training_set, run_all
     from prox.settings import Settings
     from sandbox.world import WorldSpec, save_world, simulate_world
 
@@ -216,11 +216,11 @@ def _uvicorn(factory: str, port: int) -> list[str]:
 def main() -> int:
     import httpx
 
+    from features.privacy import pseudonymise_leads
     from models.score import load_scorer
-    from models.serve.auth import hash_token
-    from prox.privacy import pseudonymise_leads
     from prox.settings import Settings
     from sandbox.world import load_world
+    from serve.auth import hash_token
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir", type=Path)
@@ -299,7 +299,7 @@ def main() -> int:
     }
     try:
         port = _port()
-        procs.append(_server(_uvicorn("models.serve.app:app_from_env", port), env, server_cpus))
+        procs.append(_server(_uvicorn("serve.app:app_from_env", port), env, server_cpus))
         prox = f"http://127.0.0.1:{port}"
         assert _wait(f"{prox}/healthz", procs[-1], 120), "prox service did not start"
         bundle_dir = work / "bare"

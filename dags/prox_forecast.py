@@ -45,8 +45,8 @@ def prox_forecast():
     def forecast_volumes(as_of: str, params: dict | None = None) -> dict:
         """Series, model choice, backtest and forecasts; returns paths and counts."""
         from features.lake import Lake
-        from models.forecast.run import as_of_date
-        from models.forecast.run import forecast_volumes as run_step
+        from pipelines.forecast import as_of_date
+        from pipelines.forecast import forecast_volumes as run_step
         from prox.settings import Settings
 
         settings = Settings.from_env()
@@ -61,8 +61,8 @@ def prox_forecast():
     def forecast_pipeline(as_of: str) -> dict:
         """Expected conversions of the open leads in 30 and 90 days; returns the summary."""
         from features.lake import Lake
-        from models.forecast.run import as_of_date
-        from models.forecast.run import forecast_pipeline as run_step
+        from pipelines.forecast import as_of_date
+        from pipelines.forecast import forecast_pipeline as run_step
         from prox.settings import Settings
 
         settings = Settings.from_env()
@@ -74,8 +74,8 @@ def prox_forecast():
     def log_run(as_of: str, volumes: dict, pipeline: dict) -> str:
         """One MLflow run from the lake tables of this date; returns its run id."""
         from features.lake import Lake
-        from models.forecast.run import as_of_date
-        from models.forecast.run import log_run as run_step
+        from pipelines.forecast import as_of_date
+        from pipelines.forecast import log_run as run_step
         from prox.settings import Settings
 
         settings = Settings.from_env()

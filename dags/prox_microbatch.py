@@ -8,7 +8,7 @@ extract engagement (each CRM, incremental, its own watermarks) -> re-score the e
 as of the run's time (batch feature code, @champion, exact reasons) -> push changes -> report.
 
 Pushes go through the same push ledger as the nightly job, so neither job re-sends what the
-other already sent, and a rerun of an interval pushes nothing new. Logic lives in `prox.microbatch`.
+other already sent, and a rerun of an interval pushes nothing new. Logic lives in `pipelines.microbatch`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ CRMS = ["salesforce", "hubspot"]
 
 def _context():
     """Settings and the interval's identity inside a task."""
-    from prox.microbatch import Interval
+    from pipelines.microbatch import Interval
     from prox.settings import Settings
 
     ctx = get_current_context()
@@ -34,7 +34,7 @@ def _halting(fn, *args):
     """Run a step; a deliberate stop (no credentials) fails the task without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from prox.nightly import PipelineHalted
+    from pipelines.nightly import PipelineHalted
 
     try:
         return fn(*args)
@@ -56,28 +56,28 @@ def _halting(fn, *args):
 def prox_microbatch():
     @task(multiple_outputs=False)
     def extract(crm: str):
-        from prox import microbatch
+        from pipelines import microbatch
 
         settings, run = _context()
         return _halting(microbatch.extract, settings, crm, run)
 
     @task(multiple_outputs=False)
     def rescore(extracted):
-        from prox import microbatch
+        from pipelines import microbatch
 
         settings, run = _context()
         return _halting(microbatch.rescore, settings, run)
 
     @task(multiple_outputs=False)
     def push(crm: str, scored):
-        from prox import microbatch
+        from pipelines import microbatch
 
         settings, run = _context()
         return _halting(microbatch.push, settings, crm, run)
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE)
     def report(extracted, scored, pushed):
-        from prox import microbatch
+        from pipelines import microbatch
 
         settings, run = _context()
         items = [pushed[i] for i in range(len(pushed))] if pushed is not None else []

@@ -10,7 +10,7 @@ validate scores (GX + drift vs training) -> push changes to each CRM -> score hi
 
 Every task is idempotent: a rerun of a date rewrites the same partitions and the push ledger
 makes it push nothing new. A gate that stops the run (validation, drift over the limit)
-fails its task without retries and the report says why. Logic lives in `prox.nightly`.
+fails its task without retries and the report says why. Logic lives in `pipelines.nightly`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ CRMS = ["salesforce", "hubspot"]
 
 def _context():
     """Settings and the run's identity (date, as-of time, id) inside a task."""
-    from prox.nightly import RunContext
+    from pipelines.nightly import RunContext
     from prox.settings import Settings
 
     ctx = get_current_context()
@@ -36,7 +36,7 @@ def _halting(fn, *args, **kwargs):
     """Run a step; a deliberate stop (gate, drift) fails the task without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from prox.nightly import PipelineHalted
+    from pipelines.nightly import PipelineHalted
 
     try:
         return fn(*args, **kwargs)
@@ -68,77 +68,77 @@ def _items(mapped) -> list:
 def prox_nightly():
     @task(multiple_outputs=False)
     def extract(crm: str):
-        from prox import nightly
+        from pipelines import nightly
 
         settings, run, params = _context()
         return _halting(nightly.extract, settings, crm, run, full_refresh=bool(params["full_refresh"]))
 
     @task(multiple_outputs=False)
     def validate_raw(extracted):
-        from prox import nightly
+        from pipelines import nightly
 
         settings, run, _ = _context()
         return _halting(nightly.validate_raw, settings, extracted, run)
 
     @task(multiple_outputs=False)
     def consolidate(validated):
-        from prox import nightly
+        from pipelines import nightly
 
         settings, run, _ = _context()
         return _halting(nightly.consolidate, settings, run)
 
     @task
     def plan_buckets(consolidated) -> list[int]:
-        from prox.nightly import bucket_list
+        from pipelines.nightly import bucket_list
 
         settings, _, _ = _context()
         return bucket_list(settings.score_buckets)
 
     @task(multiple_outputs=False)
     def build_features(bucket: int):
-        from prox import nightly
+        from pipelines import nightly
 
         settings, run, _ = _context()
         return _halting(nightly.build_features, settings, run, bucket, settings.score_buckets)
 
     @task(multiple_outputs=False)
     def validate_features(built):
-        from prox import nightly
+        from pipelines import nightly
 
         settings, run, _ = _context()
         return _halting(nightly.validate_features, settings, run, built)
 
     @task(multiple_outputs=False)
     def score(built):
-        from prox import nightly
+        from pipelines import nightly
 
         settings, run, _ = _context()
         return _halting(nightly.score, settings, run, built["bucket"], settings.score_buckets)
 
     @task(multiple_outputs=False)
     def validate_scores(scored):
-        from prox import nightly
+        from pipelines import nightly
 
         settings, run, _ = _context()
         return _halting(nightly.validate_scores, settings, run, settings.score_buckets)
 
     @task(multiple_outputs=False)
     def push(crm: str, gate):
-        from prox import nightly
+        from pipelines import nightly
 
         settings, run, params = _context()
         return _halting(nightly.push, settings, crm, run, full=bool(params["full_push"]))
 
     @task(multiple_outputs=False)
     def append_history(pushed):
-        from prox import nightly
+        from pipelines import nightly
 
         settings, run, _ = _context()
         return nightly.append_history(settings, run)
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE)
     def report(extracted, validated, checked, scored, gate, pushed, history):
-        from prox import nightly
+        from pipelines import nightly
 
         settings, run, _ = _context()
         parts = {

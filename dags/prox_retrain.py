@@ -96,8 +96,8 @@ def prox_retrain():
     @task(multiple_outputs=False)
     def build_training_set(run_date: str, params: dict | None = None) -> dict:
         """Stacked snapshots with labels in the lake; returns its path and digests."""
-        from models.retrain import RunOptions
-        from models.retrain import build_training_set as step
+        from pipelines.retrain import RunOptions
+        from pipelines.retrain import build_training_set as step
         from prox.settings import Settings
 
         settings = Settings.from_env().ensure_dirs()
@@ -107,7 +107,7 @@ def prox_retrain():
     @task(multiple_outputs=False)
     def validate(info: dict) -> dict:
         """GX features suite on the training set; fails the run on a critical failure."""
-        from models.retrain import validate_training_set
+        from pipelines.retrain import validate_training_set
         from prox.settings import Settings
 
         ids = _airflow_ids()
@@ -116,9 +116,9 @@ def prox_retrain():
     @task(multiple_outputs=False)
     def train(info: dict, validation: dict, params: dict | None = None) -> dict:
         """The MLflow run: lineage, evidence, cold-start check, leakage audit, models."""
-        from models.retrain import RunOptions
-        from models.retrain import train as step
         from models.train import TrainConfig
+        from pipelines.retrain import RunOptions
+        from pipelines.retrain import train as step
         from prox.settings import Settings
 
         cfg = _config(params)
@@ -134,9 +134,9 @@ def prox_retrain():
     @task(multiple_outputs=False)
     def evaluate(info: dict, trained: dict, params: dict | None = None) -> dict:
         """Newest-holdout figures, segments, oracle, tiers, plots and the model card."""
-        from models.retrain import RunOptions
-        from models.retrain import evaluate as step
         from models.train import TrainConfig
+        from pipelines.retrain import RunOptions
+        from pipelines.retrain import evaluate as step
         from prox.settings import Settings
 
         cfg = _config(params)
@@ -151,7 +151,7 @@ def prox_retrain():
     @task(multiple_outputs=False)
     def register(info: dict, trained: dict, evaluated: dict) -> dict:
         """A new registered version, @challenger (nothing on cold start)."""
-        from models.retrain import register as step
+        from pipelines.retrain import register as step
         from prox.settings import Settings
 
         return step(Settings.from_env(), info, trained, evaluated, airflow=_airflow_ids())
@@ -160,9 +160,9 @@ def prox_retrain():
     def gate(info: dict, registered: dict, evaluated: dict, params: dict | None = None) -> dict:
         """Promote to @champion or refuse; recorded on the version and in the audit log."""
         from models.registry import GateConfig
-        from models.retrain import RunOptions
-        from models.retrain import gate as step
         from models.train import TrainConfig
+        from pipelines.retrain import RunOptions
+        from pipelines.retrain import gate as step
         from prox.settings import Settings
 
         cfg = _config(params)

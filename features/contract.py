@@ -6,7 +6,7 @@ next part expects. Names may grow; they must not silently change.
 
 Privacy boundary: ``RAW_LEADS`` carries raw PII (names, email, phone) and lives only in the
 raw zone. ``LEADS`` is what everything downstream sees: the email is replaced by a keyed
-hash and its domain (see :mod:`prox.privacy`).
+hash and its domain (see :mod:`features.privacy`).
 """
 
 from __future__ import annotations

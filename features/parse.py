@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.privacy import FREE_EMAIL_DOMAINS
 from features.quality import DataQualityReport
 from features.spec import CATEGORIES
-from prox.privacy import FREE_EMAIL_DOMAINS
 
 OTHER = "other"
 UNKNOWN = "unknown"
@@ -564,7 +564,7 @@ def normalise_domain(values: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def email_type(email_domain: pa.Array) -> pa.Array:
-    """'free' for free-mail domains (prox.privacy.FREE_EMAIL_DOMAINS), 'corporate' otherwise."""
+    """'free' for free-mail domains (features.privacy.FREE_EMAIL_DOMAINS), 'corporate' otherwise."""
     free = pc.is_in(email_domain, value_set=pa.array(sorted(FREE_EMAIL_DOMAINS), pa.string()))
     typed = pc.if_else(free, "free", "corporate")
     return pc.if_else(pc.is_null(email_domain), UNKNOWN, typed)

@@ -7,7 +7,7 @@ the test holdout (the gate compares champion and challenger on it). A row of lea
 training and the same lead at T2 in the test is fine (it is how scoring meets leads); rows of
 the *same* snapshot on both sides are not. ``embargo_days`` > 0 additionally drops training
 snapshots whose label window reaches into the holdout (purging; the retraining job's default,
-see :class:`models.retrain.RunOptions`), so validation measures what the model will see:
+see :class:`pipelines.retrain.RunOptions`), so validation measures what the model will see:
 leads whose outcome it has not been shown.
 
 Flat files have no time; they get a stratified random split and a warning saying so.

@@ -9,6 +9,7 @@ our integration code is the installed ``plugins`` package, imported by that one 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,11 @@ def run_in_process(dag_id: str, logical_date: dt.datetime, conf: dict[str, Any] 
 def run_state(dag_run: Any) -> str:
     """A DagRun's state as text ("success", "failed")."""
     return str(getattr(dag_run.state, "value", dag_run.state))
+
+
+def export_airflow_environ(settings: Settings) -> None:
+    """Put Airflow's environment (and quiet library defaults) into this process, before Airflow
+    is first imported; the DAG runs of this process inherit it."""
+    os.environ.update(airflow_environ(settings))
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -190,3 +190,8 @@ def _parse(env_name: str, field_name: str, raw: str) -> object:
         except ValueError:
             raise SettingsError(f"{env_name}: expected a number, got {raw!r}") from None
     return raw
+
+
+def export_environ(values: Mapping[str, str]) -> None:
+    """Set variables for this process and the child processes and DAG runs it starts."""
+    os.environ.update(values)

@@ -35,7 +35,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from sandbox import crm_views
+from plugins.crm import fields as crm_views
 from sandbox.faults import Faults, dropped_response
 from sandbox.store import Store, iso_ms, parse_iso
 

@@ -169,7 +169,7 @@ def load_tables(directory: Path, raw_leads: Any, activities: Any, *, reset: bool
     """
     import pyarrow.csv as pacsv
 
-    from sandbox import crm_views
+    from plugins.crm import fields as crm_views
     from sandbox.store import iso_ms
 
     store = open_store(directory)

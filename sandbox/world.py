@@ -53,6 +53,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.contract import ACTIVITIES, LEAD_STATUS_HISTORY, RAW_LEADS, conform
+from plugins.world import (  # noqa: F401  (re-exported: the sandbox's public names)
+    CONVERSION_DELAY_SCALE_DAYS,
+    CONVERSION_TAIL_DAYS,
+    CONVERSION_TAIL_SHARE,
+    WORLD_FILES,
+    delay_cdf,
+    oracle_probability,
+    world_exists,
+)
 
 DAY_US = 86_400 * 1_000_000
 ROW_GROUP = 1_000_000
@@ -290,9 +299,6 @@ EVENT_TYPES = (
 #: Channels that a Salesforce org records as Tasks/Events; other channels arrive as web-tracking files.
 SALESFORCE_CHANNELS = ("email", "call", "meeting")
 
-CONVERSION_DELAY_SCALE_DAYS = 25.0  # Gamma(2) part: most conversions come 1-3 months in
-CONVERSION_TAIL_SHARE = 0.2  # the rest follow an Exponential tail: nurtured leads converting late
-CONVERSION_TAIL_DAYS = 250.0
 
 
 @dataclass(frozen=True)
@@ -584,34 +590,7 @@ def _draw(spec: WorldSpec) -> _Draft:
 
 
 # ---- oracle -------------------------------------------------------------------------------
-def oracle_probability(world: World, as_of: dt.datetime, horizon_days: float = 90.0) -> pa.Table:
-    """True probability that each lead open at ``as_of`` converts within ``horizon_days``.
-
-    Leads not yet created, already converted, disqualified or duplicates are left out.
-    """
-    t = world.truth
-    as_of_us = _to_us(as_of)
-    created = t["created_at"].cast(pa.int64()).to_numpy()
-    conv = t["conversion_at"].cast(pa.int64()).fill_null(np.iinfo(np.int64).max).to_numpy()
-    disq_age = t["disqualify_age_days"].to_numpy()
-    age = (as_of_us - created) / DAY_US
-    open_ = (created < as_of_us) & (conv >= as_of_us) & (age < disq_age) & ~t["is_duplicate"].to_numpy()
-    a = age[open_]
-    upper = np.minimum(a + horizon_days, disq_age[open_])
-    hazard = t["hazard"].to_numpy()[open_]
-    prob = 1.0 - np.exp(-hazard * (_delay_cdf(upper) - _delay_cdf(a)))
-    return pa.table({"lead_id": t["lead_id"].filter(pa.array(open_)), "probability": prob})
-
-
 # ---- persistence ---------------------------------------------------------------------------
-WORLD_FILES = {
-    "raw_leads": "raw_leads.parquet",
-    "activities": "activities.parquet",
-    "status_history": "lead_status_history.parquet",
-    "truth": "truth.parquet",
-}
-
-
 def save_world(world: World, out_dir: Path | str) -> Path:
     """Write the world as Parquet files plus ``spec.json``; the spec file is written last."""
     out = Path(out_dir)
@@ -640,10 +619,6 @@ def load_world(out_dir: Path | str) -> World:
     meta = json.loads((out / "spec.json").read_text())
     tables = {attr: pq.read_table(out / name) for attr, name in WORLD_FILES.items()}
     return World(spec=WorldSpec.from_json(meta["spec"]), **tables)
-
-
-def world_exists(out_dir: Path | str) -> bool:
-    return (Path(out_dir) / "spec.json").is_file()
 
 
 # ---- pieces ---------------------------------------------------------------------------------
@@ -1094,16 +1069,6 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _delay_cdf(age_days: np.ndarray) -> np.ndarray:
-    """CDF of the conversion delay: mostly Gamma(2, 25 d), with a long Exponential(250 d) tail."""
-    x = np.asarray(age_days, dtype=float)
-    with np.errstate(invalid="ignore", over="ignore"):
-        g = x / CONVERSION_DELAY_SCALE_DAYS
-        fast = np.where(np.isinf(x), 1.0, 1.0 - np.exp(-g) * (1.0 + g))  # Gamma(shape=2) closed form
-        slow = np.where(np.isinf(x), 1.0, -np.expm1(-x / CONVERSION_TAIL_DAYS))
-    return (1 - CONVERSION_TAIL_SHARE) * fast + CONVERSION_TAIL_SHARE * slow
-
-
 def _delay_ppf(q: np.ndarray) -> np.ndarray:
     """Inverse of :func:`_delay_cdf` by bisection (monotone, vectorised, exact to 1e-6 days)."""
     q = np.asarray(q, dtype=float)
@@ -1111,7 +1076,7 @@ def _delay_ppf(q: np.ndarray) -> np.ndarray:
     hi = np.full_like(q, 50_000.0)
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        below = _delay_cdf(mid) < q
+        below = delay_cdf(mid) < q
         lo = np.where(below, mid, lo)
         hi = np.where(below, hi, mid)
     return 0.5 * (lo + hi)

@@ -5,5 +5,5 @@ leads), :mod:`~models.forecast.fit` (SARIMAX, exponential smoothing, seasonal-na
 baseline, fallbacks), :mod:`~models.forecast.backtest` (rolling-origin backtest and the
 per-series choice), :mod:`~models.forecast.pipeline` (expected conversions of open leads,
 Poisson-binomial intervals), :mod:`~models.forecast.report` (lake and MLflow output) and
-:mod:`~models.forecast.cli` (``prox forecast``).
+:mod:`~prox.cli.forecast` (``prox forecast``).
 """

@@ -28,9 +28,9 @@ import pyarrow.compute as pc
 from features.contract import ACTIVITIES, RAW_LEADS, conform
 from features.lake import Lake
 from plugins.crm.base import ConnectorError, ExtractResult, Page, extract_table
+from plugins.crm.fields import WEB_TRACKING_MAPPING
 from plugins.crm.retry import CallStats
 from plugins.crm.state import ConnectorState
-from sandbox.crm_views import WEB_TRACKING_MAPPING
 
 _FIELD = re.compile(r"\{([^{}]+)\}")
 

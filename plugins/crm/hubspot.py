@@ -36,6 +36,7 @@ from typing import IO, Any, TypeVar
 
 import pyarrow as pa
 
+from plugins.crm import fields as crm_views
 from plugins.crm.base import (
     BatchRejected,
     ConnectorError,
@@ -50,7 +51,6 @@ from plugins.crm.base import (
 from plugins.crm.credentials import HubSpotCredentials
 from plugins.crm.retry import FAIL, REFRESH, RETRY, CallStats, Classification, RetryPolicy, call_with_retry
 from plugins.crm.state import ConnectorState
-from sandbox import crm_views
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from plugins.crm import fields as crm_views
 from plugins.crm.base import (
     BatchRejected,
     ConnectorError,
@@ -39,7 +40,6 @@ from plugins.crm.base import (
 from plugins.crm.credentials import SalesforceCredentials
 from plugins.crm.retry import FAIL, REFRESH, RETRY, CallStats, Classification, RetryPolicy, call_with_retry
 from plugins.crm.state import ConnectorState
-from sandbox import crm_views
 
 T = TypeVar("T")
 COLLECTION_LIMIT = 200

@@ -16,7 +16,7 @@ import pytest
 
 from features.contract import RAW_LEADS, conform
 from features.lake import Lake
-from sandbox import crm_views
+from plugins.crm import fields as crm_views
 
 pytestmark = [pytest.mark.integration]
 

@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.lake import Lake, Partition
+from plugins.crm import fields as crm_views
 from plugins.crm.base import format_reasons
-from sandbox import crm_views
 
 pytestmark = [pytest.mark.integration]
 REPO = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ from features.build import build_features
 from features.contract import ACTIVITIES
 from features.labels import build_training_set, label_snapshot
 from features.online import lead_features
+from features.privacy import pseudonymise_leads
 from features.spec import FEATURE_NAMES
-from prox.privacy import pseudonymise_leads
 from sandbox.world import WorldSpec, simulate_world
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ import pytest
 
 from features.contract import SCORES, conform
 from features.lake import Lake, Partition
+from features.privacy import pseudonymise_leads
 from models.forecast import report
-from models.forecast.run import forecast_pipeline
+from pipelines.forecast import forecast_pipeline
 from prox.cli import main
-from prox.privacy import pseudonymise_leads
 from sandbox.world import WorldSpec, oracle_probability, simulate_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pytest
 
 from features.lake import Lake
-from sandbox import crm_views
+from plugins.crm import fields as crm_views
 from tests.integration.test_crm_extract import _same
 
 pytestmark = [pytest.mark.integration]

@@ -33,7 +33,7 @@ def _run_at(moment: dt.datetime) -> str:
 
 
 def _micro_report(settings, moment: dt.datetime) -> dict:
-    from prox.microbatch import Interval
+    from pipelines.microbatch import Interval
 
     run = Interval.of(moment, "x")
     path = settings.lake_dir / "reports" / "microbatch" / f"run_date={run.run_date}" / f"{run.label}.json"
@@ -42,7 +42,7 @@ def _micro_report(settings, moment: dt.datetime) -> dict:
 
 def _micro_scores(settings, moment: dt.datetime) -> pa.Table:
     from features.lake import Lake, Partition
-    from prox.microbatch import SCORES_TABLE, Interval
+    from pipelines.microbatch import SCORES_TABLE, Interval
 
     run = Interval.of(moment, "x")
     return Lake(settings.lake_dir).read(Partition("scores", SCORES_TABLE, run.label, run.run_date))

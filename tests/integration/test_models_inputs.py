@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 def test_lake_and_world_sources_give_the_same_training_set(settings, tmp_path):
     from features.lake import Lake, Partition
-    from models.retrain import RunOptions, build_training_set, load_inputs, read_training_set
+    from pipelines.retrain import RunOptions, build_training_set, load_inputs, read_training_set
     from sandbox.world import WorldSpec, write_world
 
     world = tmp_path / "world"

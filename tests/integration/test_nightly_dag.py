@@ -63,8 +63,8 @@ def _crm_values(info, settings) -> dict[str, tuple]:
 @pytest.fixture(scope="module")
 def nightly(sandbox_session, airflow_db, tmp_path_factory):
     """A data dir with a world loaded into the sandbox and a champion trained on it."""
-    from models.retrain import build_training_set, run_all
     from models.train import TrainConfig
+    from pipelines.retrain import build_training_set, run_all
     from prox.settings import Settings
     from sandbox import server
     from sandbox.world import WorldSpec, save_world, simulate_world
@@ -262,7 +262,7 @@ def test_a_broken_feature_build_stops_before_scoring_and_names_the_bucket(nightl
     import pyarrow.parquet as pq
 
     from features.lake import Lake, Partition
-    from prox.nightly import PipelineHalted, RunContext, validate_features
+    from pipelines.nightly import PipelineHalted, RunContext, validate_features
 
     settings, _, _ = nightly
     day = WORLD_END  # night 1's features, built by the first test

@@ -20,7 +20,8 @@ import threading
 
 import pytest
 
-from models.serve.state import OnlineState, prunable
+from serve.sqlite_store import OnlineState
+from serve.store import prunable
 
 pytestmark = [pytest.mark.integration]
 T0 = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
@@ -37,7 +38,7 @@ def store_spec(request, tmp_path):
 
 
 def _open(spec):
-    from models.serve.state import open_state
+    from serve.online import open_state
 
     kind, kwargs, _ = spec
     return open_state(kind, **kwargs)
@@ -155,7 +156,7 @@ def test_a_duplicate_event_counts_once_even_from_concurrent_writers(store_spec):
 
 _WRITER = """
 import datetime as dt, json, sys
-from models.serve.state import open_state
+from serve.online import open_state
 kind, kwargs = sys.argv[1], json.loads(sys.argv[2])
 store = open_state(kind, **kwargs)
 t0 = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
@@ -235,8 +236,8 @@ def test_prunable_keeps_what_features_can_still_see():
 
 def test_pruning_shrinks_the_store_and_changes_no_feature(store_spec):
     from features.online import lead_features
+    from features.privacy import pseudonymise_leads
     from features.spec import FEATURE_NAMES
-    from prox.privacy import pseudonymise_leads
     from sandbox.world import WorldSpec, simulate_world
 
     end = dt.date(2026, 6, 1)
@@ -276,7 +277,7 @@ def test_pruning_shrinks_the_store_and_changes_no_feature(store_spec):
 def test_redis_refuses_a_server_that_would_lose_acknowledged_events(redis_server):
     import redis
 
-    from models.serve.redis_state import RedisState
+    from serve.redis_store import RedisState
 
     redis.Redis.from_url(redis_server.url).config_set("appendfsync", "everysec")
     with pytest.raises(RuntimeError, match="appendfsync always"):
@@ -284,9 +285,9 @@ def test_redis_refuses_a_server_that_would_lose_acknowledged_events(redis_server
 
 
 def test_the_setting_picks_the_store(tmp_path, redis_server):
-    from models.serve.app import ServeConfig
-    from models.serve.redis_state import RedisState
     from prox.settings import Settings, SettingsError
+    from serve.app import ServeConfig
+    from serve.redis_store import RedisState
 
     env = {"PROX_DATA_DIR": str(tmp_path), "PROX_SERVE_TOKENS": ""}
     assert isinstance(ServeConfig.from_env(env).open_state(), OnlineState)
@@ -301,7 +302,7 @@ def test_the_setting_picks_the_store(tmp_path, redis_server):
 
 
 def test_the_service_prunes_at_start_in_its_own_thread(tmp_path):
-    from models.serve.state import prune_forever
+    from serve.online import prune_forever
 
     path = tmp_path / "online.sqlite"
     store = OnlineState(path)

@@ -26,7 +26,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from models.serve.auth import hash_token
+from serve.auth import hash_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -71,7 +71,7 @@ class Service:
                 "-m",
                 "uvicorn",
                 "--factory",
-                "models.serve.app:app_from_env",
+                "serve.app:app_from_env",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -123,9 +123,9 @@ def _json(obj):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(settings, world, leads table, running service) with a champion trained on the world."""
-    from models.retrain import build_training_set, run_all
+    from features.privacy import pseudonymise_leads
     from models.train import TrainConfig
-    from prox.privacy import pseudonymise_leads
+    from pipelines.retrain import build_training_set, run_all
     from prox.settings import Settings
     from sandbox.world import WorldSpec, save_world, simulate_world
 

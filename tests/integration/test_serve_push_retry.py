@@ -36,9 +36,9 @@ def _payload(lead_id: str, score: int) -> dict:
 def test_outbox_backs_off_on_5xx_delivers_later_and_records_permanent_rejections(
     sandbox, crm, small_world, tmp_path, monkeypatch
 ):
-    from models.serve.push import PushWorker
-    from models.serve.state import OnlineState
     from plugins.crm.retry import RetryPolicy
+    from serve.push import PushWorker
+    from serve.sqlite_store import OnlineState
     from tests.integration.test_crm_push import _hubspot_values, _salesforce_values
 
     crm.load(sandbox, small_world.raw_leads, small_world.activities.slice(0, 0))

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from sandbox import crm_views
+from plugins.crm import fields as crm_views
 from sandbox.world import WorldSpec, simulate_world
 
 pytestmark = [pytest.mark.unit]

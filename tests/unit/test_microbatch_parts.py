@@ -9,9 +9,9 @@ import pytest
 
 from features.contract import ACTIVITIES
 from features.lake import Lake
+from pipelines.microbatch import Interval, extract_increment
 from plugins.crm.base import Page, extract_table
 from plugins.crm.state import ConnectorState
-from prox.microbatch import Interval, extract_increment
 
 pytestmark = pytest.mark.unit
 T0 = dt.datetime(2026, 6, 1, 9, tzinfo=dt.UTC)

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from features.contract import LEADS
-from prox.privacy import email_domains, hash_emails, load_hash_key, pseudonymise_leads
+from features.privacy import email_domains, hash_emails, load_hash_key, pseudonymise_leads
 
 pytestmark = pytest.mark.unit
 

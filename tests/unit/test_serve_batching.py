@@ -18,8 +18,8 @@ from features.synthetic import synthetic_inputs
 from models.bundle import Calibrator, ModelBundle
 from models.dataset import FeatureEncoder
 from models.score import Scorer, score_quantiles
-from models.serve.batching import Coalescer
-from models.serve.scoring import ScoreJob, encode_row, run_jobs, score_rows
+from serve.batching import Coalescer
+from serve.scoring import ScoreJob, encode_row, run_jobs, score_rows
 
 pytestmark = pytest.mark.unit
 AS_OF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -237,7 +237,7 @@ def test_coalescer_bounds_a_batch_and_a_failed_batch_fails_only_its_items():
 
 
 def test_jobs_on_the_same_stored_lead_are_scored_once(world, scorer, tmp_path):
-    from models.serve.state import OnlineState
+    from serve.sqlite_store import OnlineState
 
     _, _, _, by_lead, evs, _, _ = world
     known = [lid for lid, r in by_lead.items() if r["created_at"] < AS_OF and evs[lid]][:2]

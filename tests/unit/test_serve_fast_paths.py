@@ -14,8 +14,8 @@ from features.build import build_features
 from features.contract import ACTIVITIES, LEAD_STATUS_HISTORY, LEADS
 from features.online import lead_features
 from features.synthetic import synthetic_inputs
-from models.serve.app import _json
-from models.serve.schemas import ScoreResponse
+from serve.app import _json
+from serve.schemas import ScoreResponse
 
 pytestmark = pytest.mark.unit
 AS_OF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)

@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
-from models.serve.auth import TokenError, TokenStore, allowed, hash_token, new_token
-from models.serve.metrics import Metrics
-from models.serve.state import OnlineState
+from serve.auth import TokenError, TokenStore, allowed, hash_token, new_token
+from serve.metrics import Metrics
+from serve.sqlite_store import OnlineState
 
 pytestmark = pytest.mark.unit
 T0 = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)

@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from features.lake import Lake
-    from models.forecast.run import ForecastRunError, forecast_pipeline, forecast_volumes, log_run
+    from pipelines.forecast import ForecastRunError, forecast_pipeline, forecast_volumes, log_run
     from prox.settings import Settings
 
     settings = Settings.from_env().ensure_dirs()

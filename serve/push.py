@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from models.serve.state import OnlineState, OnlineStore
+from serve.online import open_state
+from serve.store import OnlineStore
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class PushWorker:
             interval,
         )
         self.base_delay, self.max_delay = base_delay, max_delay
-        self.open_store = open_store or (lambda: OnlineState(self.state_path, synchronous=self.synchronous))
+        self.open_store = open_store or (lambda: open_state("sqlite", path=self.state_path, synchronous=self.synchronous))
         self.rejected = 0
         self.connector_options = dict(connector_options or {})  # e.g. the connectors' RetryPolicy
         self.stop = threading.Event()

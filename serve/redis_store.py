@@ -37,14 +37,14 @@ from typing import Any
 import pyarrow as pa
 
 from features.contract import ACTIVITIES, LEAD_STATUS_HISTORY, LEADS, UTC_TS
-from models.serve.state import (
-    _EVENT_COLS,
+from serve.store import (
+    EVENT_COLS,
     RETENTION_US,
     IngestBatch,
     ScoreRecord,
-    _jsonable,
-    _lead_from_json,
     account_key,
+    jsonable,
+    lead_from_json,
     prunable,
     to_us,
 )
@@ -108,7 +108,7 @@ return 1
 
 
 class RedisState:
-    """The :class:`models.serve.state.OnlineStore` contract on one Redis server (thread-safe client)."""
+    """The :class:`serve.store.OnlineStore` contract on one Redis server (thread-safe client)."""
 
     def __init__(self, url: str, *, prefix: str = "prox:", check_durability: bool = True) -> None:
         import redis
@@ -150,7 +150,7 @@ class RedisState:
         """Upsert leads, add new events and status changes atomically; (new, duplicates, touched)."""
         args: list[Any] = [self.p, len(leads)]
         for lead in leads:
-            fields = json.dumps({k: _jsonable(lead.get(k)) for k in LEADS.names})
+            fields = json.dumps({k: jsonable(lead.get(k)) for k in LEADS.names})
             args += [lead["lead_id"], account_key(lead.get("company_domain")) or "", fields]
         args.append(len(events))
         for e in events:
@@ -214,7 +214,7 @@ class RedisState:
         fields, tier = self.r.hmget(self.p + "lead:" + lead_id, ["fields", "last_tier"])
         if fields is None:
             return None
-        return _lead_from_json(fields), tier
+        return lead_from_json(fields), tier
 
     def peers(self, lead_id: str, account: str | None) -> list[dict[str, Any]]:
         if not account:
@@ -225,7 +225,7 @@ class RedisState:
         pipe = self.r.pipeline(transaction=False)
         for i in ids:
             pipe.hget(self.p + "lead:" + i, "fields")
-        return [_lead_from_json(f) for f in pipe.execute() if f is not None]
+        return [lead_from_json(f) for f in pipe.execute() if f is not None]
 
     def _event_ids(self, lead_ids: list[str]) -> list[str]:
         pipe = self.r.pipeline(transaction=False)
@@ -238,12 +238,12 @@ class RedisState:
         ids = self._event_ids(list(lead_ids))
         bodies = [json.loads(b) for b in self.r.hmget(self.p + "evd", ids)] if ids else []
         bodies = [b for b in bodies if b is not None]
-        cols = list(zip(*bodies, strict=True)) if bodies else [[] for _ in _EVENT_COLS]
+        cols = list(zip(*bodies, strict=True)) if bodies else [[] for _ in EVENT_COLS]
         arrays = [
             pa.array(list(col), pa.int64()).cast(UTC_TS)
             if name == "occurred_at"
             else pa.array(list(col), ACTIVITIES.field(name).type)
-            for name, col in zip(_EVENT_COLS, cols, strict=True)
+            for name, col in zip(EVENT_COLS, cols, strict=True)
         ]
         return pa.Table.from_arrays(arrays, schema=ACTIVITIES)
 
@@ -268,7 +268,7 @@ class RedisState:
         return int(self.r.zcard(self.p + "ev:" + lead_id))
 
     def prune(self, now: float | None = None, retention_us: int = RETENTION_US) -> int:
-        """Delete the events no feature can see any more (:func:`models.serve.state.prunable`)."""
+        """Delete the events no feature can see any more (:func:`serve.store.prunable`)."""
         now_us = int((time.time() if now is None else now) * 1_000_000)
         cutoff = now_us - retention_us
         gone = 0

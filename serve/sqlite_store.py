@@ -16,7 +16,7 @@ Pruning (:meth:`OnlineState.prune`) deletes the events no feature can see any mo
 store does not grow without bound: see :func:`prunable`.
 
 :class:`OnlineStore` is the interface the service uses; :func:`open_state` picks SQLite (the
-default) or Redis (:mod:`models.serve.redis_state`) from ``PROX_ONLINE_STATE``.
+default) or Redis (:mod:`serve.redis_store`) from ``PROX_ONLINE_STATE``.
 """
 
 from __future__ import annotations
@@ -27,11 +27,22 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pyarrow as pa
 
 from features.contract import ACTIVITIES, LEAD_STATUS_HISTORY, LEADS, UTC_TS
+from serve.store import (
+    EVENT_COLS,
+    RETENTION_US,
+    IngestBatch,
+    ScoreRecord,
+    account_key,
+    jsonable,
+    lead_from_json,
+    prunable,
+    to_us,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leads (
@@ -52,152 +63,6 @@ CREATE TABLE IF NOT EXISTS push_rejections (
     lead_id TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL, reason TEXT NOT NULL,
     at REAL NOT NULL);
 """
-_TS_FIELDS = tuple(f.name for f in LEADS if pa.types.is_timestamp(f.type))
-_EVENT_COLS = ("event_id", "lead_id", "source", "occurred_at", "channel", "action", "detail", "value")
-
-
-def to_us(value: Any) -> int:
-    """Microseconds since the epoch of an aware datetime (or an int already in us)."""
-    if isinstance(value, int):
-        return value
-    return int(value.timestamp()) * 1_000_000 + value.microsecond
-
-
-def account_key(company_domain: str | None) -> str | None:
-    """The account a lead belongs to, computed by the batch builder's own functions."""
-    if not company_domain:
-        return None
-    from features.parse import account_domain, normalise_domain
-
-    return account_domain(normalise_domain(pa.array([company_domain], pa.string())))[0].as_py()
-
-
-#: Events older than this (before the prune time) are dropped unless a feature still sees them:
-#: the longest look-back of any feature (the decayed engagement's 365 days; the counts use 7-90).
-RETENTION_US = 365 * 86_400 * 1_000_000
-
-
-def prunable(
-    events: Iterable[tuple[str, str, int, str]], now_us: int, retention_us: int = RETENTION_US
-) -> list[str]:
-    """The event_ids of (event_id, lead_id, occurred_at_us, channel) rows no feature at or after
-    ``now_us`` can see.
-
-    Kept: every event of the last ``retention_us``, and per lead and channel its newest and its
-    oldest event (``days_since_last_<channel>``, ``days_since_last_event`` and
-    ``days_to_first_engagement`` look back without limit). Channels are compared as stored, a
-    superset of what the feature code normalises them to, so pruning only ever keeps more.
-    """
-    cutoff = now_us - retention_us
-    newest: dict[tuple[str, str], tuple[int, str]] = {}
-    oldest: dict[tuple[str, str], tuple[int, str]] = {}
-    old: list[str] = []
-    for event_id, lead_id, at, channel in events:
-        key = (lead_id, channel)
-        if at < now_us and (key not in newest or (at, event_id) > newest[key]):
-            newest[key] = (at, event_id)
-        if key not in oldest or (at, event_id) < oldest[key]:
-            oldest[key] = (at, event_id)
-        if at < cutoff:
-            old.append(event_id)
-    keep = {e for _, e in newest.values()} | {e for _, e in oldest.values()}
-    return [e for e in old if e not in keep]
-
-
-#: (leads, events, status changes) of one ingest call
-IngestBatch = tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]
-#: (lead_id, tier, score, CRM push payload or None) of one scored lead
-ScoreRecord = tuple[str, str, int, Mapping[str, Any] | None]
-
-
-class OnlineStore(Protocol):
-    """What the service needs of its online state (SQLite :class:`OnlineState`, or Redis).
-
-    Every write is durable when it returns: the service acknowledges an event after it.
-    """
-
-    def ingest(
-        self,
-        leads: Sequence[Mapping[str, Any]],
-        events: Sequence[Mapping[str, Any]],
-        status: Sequence[Mapping[str, Any]] = (),
-    ) -> tuple[int, int, set[str]]: ...
-
-    def record_score(
-        self, lead_id: str, tier: str, score: int, push_payload: Mapping[str, Any] | None
-    ) -> None: ...
-
-    def ingest_many(self, batches: Sequence[IngestBatch]) -> list[tuple[int, int, set[str]] | Exception]:
-        """Each batch's ingest, in order; durable when it returns (one commit where the store can)."""
-        ...
-
-    def record_scores(self, rows: Sequence[ScoreRecord]) -> None: ...
-
-    def lead(self, lead_id: str) -> tuple[dict[str, Any], str | None] | None: ...
-
-    def peers(self, lead_id: str, account: str | None) -> list[dict[str, Any]]: ...
-
-    def events(self, lead_ids: Iterable[str]) -> pa.Table: ...
-
-    def status_history(self, lead_id: str) -> pa.Table: ...
-
-    def count_events(self, lead_id: str | None = None) -> int: ...
-
-    def prune(self, now: float | None = None, retention_us: int = RETENTION_US) -> int: ...
-
-    def due_pushes(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any], int]]: ...
-
-    def push_done(self, lead_id: str, payload: Mapping[str, Any]) -> None: ...
-
-    def push_failed(self, lead_id: str, attempts: int, next_at: float, error: str) -> None: ...
-
-    def push_rejected(self, lead_id: str, payload: Mapping[str, Any], attempts: int, reason: str) -> None: ...
-
-    def rejected_pushes(self) -> list[tuple[str, str]]: ...
-
-    def outbox_size(self) -> int: ...
-
-    def close(self) -> None: ...
-
-
-def open_state(
-    kind: str = "sqlite",
-    *,
-    path: Path | str | None = None,
-    redis_url: str | None = None,
-    synchronous: str = "FULL",
-    redis_prefix: str = "prox:",
-) -> OnlineStore:
-    """The configured store: ``sqlite`` (file at ``path``) or ``redis`` (at ``redis_url``)."""
-    if kind == "sqlite":
-        if path is None:
-            raise ValueError("the SQLite online state needs a path (PROX_SERVE_STATE)")
-        return OnlineState(path, synchronous=synchronous)
-    if kind == "redis":
-        from models.serve.redis_state import RedisState
-
-        if not redis_url:
-            raise ValueError("PROX_ONLINE_STATE=redis needs PROX_REDIS_URL")
-        return RedisState(redis_url, prefix=redis_prefix)
-    raise ValueError(f"PROX_ONLINE_STATE must be sqlite or redis, got {kind!r}")
-
-
-def prune_forever(open_store: Any, every_seconds: float, stop: threading.Event) -> None:
-    """Prune at start and then every ``every_seconds`` until ``stop`` (its own connection)."""
-    import logging
-
-    store = open_store()
-    try:
-        while True:
-            try:
-                gone = store.prune()
-                logging.getLogger(__name__).info("pruned %d events past every feature window", gone)
-            except Exception as exc:  # a failed prune only postpones the next one
-                logging.getLogger(__name__).warning("pruning failed: %s", type(exc).__name__)
-            if stop.wait(every_seconds):
-                return
-    finally:
-        store.close()
 
 
 class OnlineState:
@@ -266,7 +131,7 @@ class OnlineState:
     ) -> tuple[int, int, set[str]]:
         touched: set[str] = set()
         for lead in leads:
-            fields = json.dumps({k: _jsonable(lead.get(k)) for k in LEADS.names})
+            fields = json.dumps({k: jsonable(lead.get(k)) for k in LEADS.names})
             cur.execute(
                 "INSERT INTO leads(lead_id, account, fields, updated) VALUES (?,?,?,?) "
                 "ON CONFLICT(lead_id) DO UPDATE SET account=excluded.account, fields=excluded.fields, "
@@ -333,13 +198,13 @@ class OnlineState:
         row = self.db.execute("SELECT fields, last_tier FROM leads WHERE lead_id=?", (lead_id,)).fetchone()
         if row is None:
             return None
-        return _lead_from_json(row[0]), row[1]
+        return lead_from_json(row[0]), row[1]
 
     def peers(self, lead_id: str, account: str | None) -> list[dict[str, Any]]:
         if not account:
             return []
         rows = self.db.execute("SELECT fields FROM leads WHERE account=? AND lead_id<>?", (account, lead_id))
-        return [_lead_from_json(r[0]) for r in rows]
+        return [lead_from_json(r[0]) for r in rows]
 
     def events(self, lead_ids: Iterable[str]) -> pa.Table:
         """The stored events of ``lead_ids`` as an ACTIVITIES table."""
@@ -348,15 +213,15 @@ class OnlineState:
             return ACTIVITIES.empty_table()
         marks = ",".join("?" * len(ids))
         rows = self.db.execute(
-            f"SELECT {','.join(_EVENT_COLS)} FROM events WHERE lead_id IN ({marks})", ids
+            f"SELECT {','.join(EVENT_COLS)} FROM events WHERE lead_id IN ({marks})", ids
         ).fetchall()
-        cols = list(zip(*rows, strict=True)) if rows else [[] for _ in _EVENT_COLS]
-        data = {name: list(col) for name, col in zip(_EVENT_COLS, cols, strict=True)}
+        cols = list(zip(*rows, strict=True)) if rows else [[] for _ in EVENT_COLS]
+        data = {name: list(col) for name, col in zip(EVENT_COLS, cols, strict=True)}
         arrays = [
             pa.array(data[n], pa.int64()).cast(UTC_TS)
             if n == "occurred_at"
             else pa.array(data[n], ACTIVITIES.field(n).type)
-            for n in _EVENT_COLS
+            for n in EVENT_COLS
         ]
         return pa.Table.from_arrays(arrays, schema=ACTIVITIES)
 
@@ -453,17 +318,3 @@ class OnlineState:
 
     def outbox_size(self) -> int:
         return self.db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-
-
-def _jsonable(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else value
-
-
-def _lead_from_json(text: str) -> dict[str, Any]:
-    import datetime as dt
-
-    row = json.loads(text)
-    for name in _TS_FIELDS:
-        if row.get(name):
-            row[name] = dt.datetime.fromisoformat(row[name])
-    return row

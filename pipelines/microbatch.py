@@ -16,7 +16,7 @@ interval reads and writes the same files and pushes nothing new:
   their accounts (account features), go through the batch feature builder
   (:func:`features.build.build_features`) as of the interval's end, on the latest nightly
   snapshot of lead fields and status history, the nightly's clean events and the micro-batch
-  increments since that snapshot; then :func:`prox.nightly.score_rows` (@champion, consent,
+  increments since that snapshot; then :func:`pipelines.nightly.score_rows` (@champion, consent,
   exact reasons for changed scores).
 * **push**: through the connectors' push ledger, shared with the nightly: only a lead whose
   score or tier differs from what its CRM last received is sent, whichever job sent it.
@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 
 from features.contract import ACTIVITIES, SCORES, conform
 from features.lake import Lake, Partition
-from prox.nightly import ALL, PipelineHalted, RunContext, as_utc
+from pipelines.nightly import ALL, PipelineHalted, RunContext, as_utc
 from prox.settings import Settings
 
 #: Prefix of the micro-batch's own watermark streams in the connector state.
@@ -94,8 +94,8 @@ class _OwnWatermark:
 
 def _engagement_sources(settings: Settings, crm: str) -> list[Any]:
     """The connectors that deliver ``crm``'s engagement (Salesforce orgs: also web tracking)."""
+    from pipelines.nightly import _web_tracking_dir
     from plugins.crm import open_connectors
-    from prox.nightly import _web_tracking_dir
 
     connectors = open_connectors(settings.data_dir, web_tracking_dir=_web_tracking_dir(settings))
     if crm not in connectors:
@@ -183,7 +183,7 @@ def rescore(settings: Settings, run: Interval, *, every: dt.timedelta = EVERY) -
     counted: stamped after the previous run's as-of time).
     """
     from features.build import build_features, partition_key
-    from prox.nightly import _activities_for, score_rows
+    from pipelines.nightly import _activities_for, score_rows
 
     lake = Lake(settings.lake_dir)
     snapshot = _snapshot_date(lake, run)

@@ -3,7 +3,7 @@
 Built by :func:`create_app` (tests, the benchmark) or :func:`app_from_env` (uvicorn
 ``--factory``, ``prox serve``). Endpoints are ``async`` and run their (short, CPU-bound)
 work on the event loop: one SQLite connection, no thread hop per request. Scoring goes
-through a :class:`models.serve.batching.Coalescer`: the requests that arrive together share
+through a :class:`serve.batching.Coalescer`: the requests that arrive together share
 one pass of the feature code and one booster call (a lone request is not delayed). Loading a
 new champion runs in a thread, so scoring goes on meanwhile with the old one.
 
@@ -30,14 +30,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from features.build import FeatureInputError
 from features.online import OnlineInput
-from models.serve.auth import TokenStore, allowed
-from models.serve.batching import Coalescer
-from models.serve.metrics import Metrics
-from models.serve.model import ModelHolder
-from models.serve.push import PushWorker
-from models.serve.schemas import EventsRequest, EventsResponse, ScoreRequest, ScoreResponse
-from models.serve.scoring import LeadScore, ScoreJob, run_jobs
-from models.serve.state import OnlineState, OnlineStore, open_state, prune_forever
+from serve.auth import TokenStore, allowed
+from serve.batching import Coalescer
+from serve.metrics import Metrics
+from serve.model import ModelHolder
+from serve.online import open_state, prune_forever
+from serve.push import PushWorker
+from serve.schemas import EventsRequest, EventsResponse, ScoreRequest, ScoreResponse
+from serve.scoring import LeadScore, ScoreJob, run_jobs
+from serve.store import OnlineStore
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
@@ -187,7 +188,7 @@ def _json(model: ScoreResponse) -> Response:
 
 
 def consents(lead: Mapping[str, Any], policy: str) -> bool:
-    """The nightly job's consent rule (prox.nightly): opt_in needs consent_processing, both exclude opt-outs."""
+    """The nightly job's consent rule (pipelines.nightly): opt_in needs consent_processing, both exclude opt-outs."""
     if lead.get("opted_out"):
         return False
     return bool(lead.get("consent_processing")) if policy == "opt_in" else True
@@ -338,7 +339,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     )
     async def events(body: EventsRequest, request: Request) -> EventsResponse:
         """Store events durably (acknowledged after commit), re-score their leads, queue tier-A pushes."""
-        state: OnlineState = request.app.state.state
+        state: OnlineStore = request.app.state.state
         batch = ([body.event] if body.event else []) + body.events
         # group commit: the ingests that arrive together share one transaction (one fsync);
         # each request is answered only after that commit
@@ -463,5 +464,5 @@ class _GuardedApp(_Guard):
 
 
 def app_from_env() -> Any:
-    """uvicorn factory: ``uvicorn --factory models.serve.app:app_from_env``."""
+    """uvicorn factory: ``uvicorn --factory serve.app:app_from_env``."""
     return create_app(ServeConfig.from_env())

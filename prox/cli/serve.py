@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from prox.settings import Settings
 
     if args.add_token:
-        from models.serve.auth import TokenError, new_token
+        from serve.auth import TokenError, new_token
 
         settings = Settings.from_env()
         token_file = Path(os.environ.get("PROX_SERVE_TOKEN_FILE") or settings.secrets_dir / "serve_tokens")
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     uvicorn.run(
-        "models.serve.app:app_from_env",
+        "serve.app:app_from_env",
         factory=True,
         host=args.host,
         port=args.port,

@@ -175,9 +175,9 @@ def _settings() -> Any:
 def run_train(args: argparse.Namespace) -> int:
     import warnings
 
-    from models import retrain
     from models.dataset import DatasetError
     from models.train import TrainConfig
+    from pipelines import retrain
 
     settings = _settings()
     config = TrainConfig(
@@ -255,8 +255,8 @@ def _resolve(settings: Any, name: str, version: str) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from models import retrain
     from models.registry import RegistryError
+    from pipelines import retrain
 
     settings = _settings()
     name = args.model_name or settings.model_name
@@ -279,8 +279,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_promote(args: argparse.Namespace) -> int:
-    from models import retrain
     from models.registry import RegistryError, actor, client, force_promote
+    from pipelines import retrain
 
     settings = _settings()
     name = args.model_name or settings.model_name

@@ -117,26 +117,25 @@ def load_inputs(settings: Settings, source: str = "auto") -> Inputs:
 def _world_inputs(settings: Settings, directory: Path) -> Inputs:
     import pyarrow.parquet as pq
 
-    from prox.privacy import load_hash_key, pseudonymise_leads
-    from sandbox.world import WORLD_FILES, WorldSpec, world_exists
+    from features.privacy import load_hash_key, pseudonymise_leads
+    from plugins.world import WORLD_FILES, world_exists, world_span
 
     if not world_exists(directory):
         raise RetrainError(
             f"no simulated world at {directory}; run `prox world` or the prox_world_refresh DAG"
         )
-    meta = json.loads((directory / "spec.json").read_text())
-    spec = WorldSpec.from_json(meta["spec"])
+    last_day, days = world_span(directory)
     raw = pq.read_table(directory / WORLD_FILES["raw_leads"])
     leads = pseudonymise_leads(raw, load_hash_key(settings.secrets_dir))
     activities = pq.read_table(directory / WORLD_FILES["activities"])
     history = pq.read_table(directory / WORLD_FILES["status_history"])
-    end = _midnight(spec.end)
+    end = _midnight(last_day)
     sources = {}
     for name, table in (("raw_leads", raw), ("activities", activities), ("status_history", history)):
         path = directory / WORLD_FILES[name]
         sources[name] = {"path": str(path), "digest": digest_file(path), "rows": table.num_rows}
     return Inputs(
-        leads, activities, history, end - dt.timedelta(days=spec.days), end, sources, str(directory)
+        leads, activities, history, end - dt.timedelta(days=days), end, sources, str(directory)
     )
 
 
@@ -566,7 +565,7 @@ def _oracle_probabilities(info: Mapping[str, Any], test: pa.Table) -> np.ndarray
         return None
     import pyarrow.parquet as pq
 
-    from sandbox.world import WORLD_FILES, oracle_probability
+    from plugins.world import WORLD_FILES, oracle_probability
 
     truth = pq.read_table(Path(info["world_dir"]) / WORLD_FILES["truth"])
     world = types.SimpleNamespace(truth=truth)

@@ -1,41 +1,42 @@
-"""``prox demo``: the main job on embedded defaults, end to end.
+"""The demo job: the main job on embedded defaults, end to end.
 
 1. simulate the CRM world if there is none yet (``PROX_DEMO_LEADS`` leads);
 2. start the CRM sandbox (HTTPS emulators of Salesforce and HubSpot) and load the world;
 3. run the retraining DAG once if the registry has no ``@champion``;
 4. run the nightly scoring DAG in real Airflow for the world's last day;
 5. print what happened and where to look; stop what it started.
+
+Steps 1 and 2 are the sandbox's: the entry point (``prox demo``) passes them in, so this job
+never imports the sandbox.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="run the main job on embedded defaults (what `make demo` runs)")
-    p.add_argument("--retrain", action="store_true", help="retrain even if a champion exists")
-    p.set_defaults(func=run)
+from prox.settings import Settings
 
 
-def run(args: argparse.Namespace) -> int:
-    from prox.airflow_env import airflow_environ
-    from prox.settings import Settings
+def run_demo(
+    settings: Settings,
+    *,
+    ensure_world: Callable[[Settings], dict],
+    running_sandbox: Callable[[Settings], contextlib.AbstractContextManager[Any]],
+    retrain: bool = False,
+) -> int:
+    """Run the demo; ``ensure_world`` returns the world summary, ``running_sandbox`` yields the
+    sandbox's connection info with its credentials exported."""
+    from prox.airflow_env import export_airflow_environ
 
-    settings = Settings.from_env().ensure_dirs()
-    os.environ.update(airflow_environ(settings))  # before Airflow is first imported
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    export_airflow_environ(settings)  # before Airflow is first imported
     started = time.perf_counter()
     summary = ensure_world(settings)
     print(
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     as_of = dt.datetime.fromisoformat(summary["end"])
     migrate_airflow(settings)
     with running_sandbox(settings) as info:
-        if args.retrain or not has_champion(settings):
+        if retrain or not has_champion(settings):
             print("No champion model yet: running the retraining DAG (prox_retrain) once ...")
             run_dag("prox_retrain", as_of, {"source": "world", "max_trials": 6, "time_budget_s": 120})
         print("Running the nightly scoring DAG (prox_nightly) in Airflow ...")
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         if report is None:
             print(f"The nightly run ended {state} without a report; see {settings.airflow_home / 'logs'}")
             return 1
-        from prox.nightly import summarise
+        from pipelines.nightly import summarise
 
         print()
         print(summarise(report, top_leads(settings, as_of.date())))
@@ -71,56 +72,15 @@ def run(args: argparse.Namespace) -> int:
         return 0 if state == "success" else 1
 
 
-def ensure_world(settings: Any) -> dict:
-    from sandbox.world import WorldSpec, world_exists, write_world
-
-    if world_exists(settings.world_dir):
-        return json.loads((settings.world_dir / "spec.json").read_text())["summary"]
-    spec = WorldSpec(
-        n_leads=settings.demo_leads,
-        days=settings.demo_days,
-        seed=settings.seed,
-        crm_split=settings.crm_split,
-        dirt_rate=settings.dirt_rate,
-    )
-    print(f"Simulating a world of {spec.n_leads:,} leads over {spec.days} days into {settings.world_dir} ...")
-    return write_world(spec, settings.world_dir)
-
-
-def migrate_airflow(settings: Any) -> None:
+def migrate_airflow(settings: Settings) -> None:
     """Create or upgrade the Airflow metadata DB (SQLite under the data directory)."""
     (settings.airflow_home / "plugins").mkdir(parents=True, exist_ok=True)
     airflow = Path(sys.executable).with_name("airflow")
     done = subprocess.run(
-        [str(airflow), "db", "migrate"], env=os.environ.copy(), capture_output=True, text=True
+        [str(airflow), "db", "migrate"], capture_output=True, text=True
     )
     if done.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed: {done.stderr[-2000:]}")
-
-
-@contextlib.contextmanager
-def running_sandbox(settings: Any) -> Iterator[Any]:
-    """The CRM sandbox with the world loaded, its credentials in the environment; stopped after
-    if this call started it."""
-    from sandbox import server
-
-    already = server.status(settings.sandbox_dir)
-    # ProX is for medium and large companies: their HubSpot portals are Pro/Enterprise, whose
-    # real limit is 190 requests per 10 s (the sandbox's default is the Free/Starter 100)
-    info = already or server.start(settings.sandbox_dir, faults={"hubspot_rate_limit": 190})
-    try:
-        marker = settings.sandbox_dir / "loaded-world.json"
-        world_spec = (settings.world_dir / "spec.json").read_text()
-        if not marker.is_file() or marker.read_text() != world_spec:
-            counts = server.load_world_dir(settings.sandbox_dir, settings.world_dir, reset=True)
-            marker.write_text(world_spec)
-            print(f"Loaded the world into the CRM sandbox: {counts}")
-        os.environ.update(info.connection_env())
-        os.environ["PROX_WEB_TRACKING_DIR"] = str(info.web_tracking_dir)
-        yield info
-    finally:
-        if already is None:
-            server.stop(settings.sandbox_dir)
 
 
 def has_champion(settings: Any) -> bool:
@@ -149,7 +109,7 @@ def _read_report(settings: Any, run_date: dt.date) -> dict | None:
 
 def top_leads(settings: Any, run_date: dt.date, n: int = 5) -> list[dict]:
     from features.lake import Lake, Partition
-    from prox.nightly import ALL
+    from pipelines.nightly import ALL
 
     lake = Lake(settings.lake_dir)
     part = Partition("scores", "scores", ALL, run_date)

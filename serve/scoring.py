@@ -191,7 +191,7 @@ class ScoreJob:
 
 def state_input(state: Any, lead: Mapping[str, Any]) -> OnlineInput:
     """A lead with its stored events, status changes and account peers (an OnlineStore's)."""
-    from models.serve.state import account_key
+    from serve.store import account_key
 
     lead_id = lead["lead_id"]
     peers = state.peers(lead_id, account_key(lead.get("company_domain")))

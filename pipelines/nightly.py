@@ -185,7 +185,7 @@ def consolidate(settings: Settings, ctx: RunContext) -> dict[str, Any]:
     extract records a lead's status as of its ``updated_at``, so the history grows night by
     night (slowly changing, type 2). Nothing here reads the clock.
     """
-    from prox.privacy import load_hash_key, pseudonymise_leads
+    from features.privacy import load_hash_key, pseudonymise_leads
 
     lake = _lake(settings)
     raw = lake.read_all("clean", "raw_leads")

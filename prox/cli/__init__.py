@@ -18,14 +18,14 @@ from prox.settings import SettingsError
 
 #: Modules contributing subcommands, in the order ``prox --help`` lists them.
 COMMAND_MODULES = (
-    "sandbox.cli",
-    "sandbox.emulator_cli",
-    "prox.demo",
-    "features.cli",
-    "expectations.cli",
-    "models.forecast.cli",
-    "models.cli",
-    "models.serve.cli",
+    "prox.cli.simulate",
+    "prox.cli.sandbox",
+    "prox.cli.demo",
+    "prox.cli.features",
+    "prox.cli.expectations",
+    "prox.cli.forecast",
+    "prox.cli.models",
+    "prox.cli.serve",
 )
 
 
