@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the child imports tests.fixtures
+
 REF = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
@@ -42,7 +44,7 @@ def build(dataset: str, rows: int):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from expectations import synthetic as syn
+    from tests.fixtures import synthetic_validation as syn
 
     rng = np.random.default_rng(1)
     if dataset == "raw_leads_salesforce":
@@ -182,7 +184,6 @@ def main() -> None:
             f"(data alone {r['rss_after_build_mb']:,} MB)  decision {r['decision']}, "
             f"quarantined {r['quarantined_rows']:,} (reference finds {r['reference_bad_rows']:,}), {r['checks']} checks"
         )
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from benchmarks._measure import emit
 
     emit({f"{d}.{k}": v for d, r in results.items() for k, v in r.items() if k != "dataset"})

@@ -15,31 +15,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import TriggerRule, dag, get_current_context, task
+from airflow.sdk import TriggerRule, dag, task
 
-CRMS = ["salesforce", "hubspot"]
+from pipelines.tasks import fail_run, halting, mapped_items, task_context
+from plugins.crm import CRMS
 
 
 def _context():
     """Settings and the interval's identity inside a task."""
     from pipelines.microbatch import Interval
-    from prox.settings import Settings
 
-    ctx = get_current_context()
-    moment = ctx.get("logical_date") or ctx["dag_run"].run_after
-    return Settings.from_env(), Interval.of(moment, ctx["run_id"])
-
-
-def _halting(fn, *args):
-    """Run a step; a deliberate stop (no credentials) fails the task without retries."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from pipelines.nightly import PipelineHalted
-
-    try:
-        return fn(*args)
-    except PipelineHalted as exc:
-        raise AirflowFailException(str(exc)) from None
+    settings, moment, params = task_context()
+    return settings, Interval.of(moment, params["run_id"])
 
 
 @dag(
@@ -59,39 +46,35 @@ def prox_microbatch():
         from pipelines import microbatch
 
         settings, run = _context()
-        return _halting(microbatch.extract, settings, crm, run)
+        return halting(microbatch.extract, settings, crm, run)
 
     @task(multiple_outputs=False)
     def rescore(extracted):
         from pipelines import microbatch
 
         settings, run = _context()
-        return _halting(microbatch.rescore, settings, run)
+        return halting(microbatch.rescore, settings, run)
 
     @task(multiple_outputs=False)
     def push(crm: str, scored):
         from pipelines import microbatch
 
         settings, run = _context()
-        return _halting(microbatch.push, settings, crm, run)
+        return halting(microbatch.push, settings, crm, run)
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE)
     def report(extracted, scored, pushed):
         from pipelines import microbatch
 
         settings, run = _context()
-        items = [pushed[i] for i in range(len(pushed))] if pushed is not None else []
-        found = [extracted[i] for i in range(len(extracted))] if extracted is not None else []
         parts = {
-            "extract": [e for e in found if e],
+            "extract": [e for e in mapped_items(extracted) if e],
             "rescore": scored or {},
-            "push": [p for p in items if p],
+            "push": [p for p in mapped_items(pushed) if p],
         }
         report = microbatch.write_report(settings, run, parts)
         if not scored or len(parts["push"]) < len(CRMS):  # the report is written; the run must fail
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException("micro-batch incomplete: an upstream task failed (see its log)")
+            fail_run("micro-batch incomplete: an upstream task failed (see its log)")
         return report
 
     extracted = extract.expand(crm=CRMS)

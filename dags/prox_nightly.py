@@ -17,38 +17,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk import Param, TriggerRule, dag, task
 
-CRMS = ["salesforce", "hubspot"]
+from pipelines.tasks import fail_run, halting, mapped_items, task_context
+from plugins.crm import CRMS
 
 
 def _context():
-    """Settings and the run's identity (date, as-of time, id) inside a task."""
-    from pipelines.nightly import RunContext
-    from prox.settings import Settings
+    """Settings, the run's identity (date, as-of time, id) and the params inside a task."""
+    from pipelines.common import RunContext
 
-    ctx = get_current_context()
-    moment = ctx.get("logical_date") or ctx["dag_run"].run_after
-    return Settings.from_env(), RunContext.of(moment, ctx["run_id"]), ctx["params"]
-
-
-def _halting(fn, *args, **kwargs):
-    """Run a step; a deliberate stop (gate, drift) fails the task without retries."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from pipelines.nightly import PipelineHalted
-
-    try:
-        return fn(*args, **kwargs)
-    except PipelineHalted as exc:
-        raise AirflowFailException(str(exc)) from None
-
-
-def _items(mapped) -> list:
-    """The values of a mapped task's XComs; a failed or skipped map leaves None."""
-    if mapped is None:
-        return []
-    return [mapped[i] for i in range(len(mapped)) if mapped[i] is not None]
+    settings, moment, params = task_context()
+    return settings, RunContext.of(moment, params["run_id"]), params
 
 
 @dag(
@@ -71,21 +51,21 @@ def prox_nightly():
         from pipelines import nightly
 
         settings, run, params = _context()
-        return _halting(nightly.extract, settings, crm, run, full_refresh=bool(params["full_refresh"]))
+        return halting(nightly.extract, settings, crm, run, full_refresh=bool(params["full_refresh"]))
 
     @task(multiple_outputs=False)
     def validate_raw(extracted):
         from pipelines import nightly
 
         settings, run, _ = _context()
-        return _halting(nightly.validate_raw, settings, extracted, run)
+        return halting(nightly.validate_raw, settings, extracted, run)
 
     @task(multiple_outputs=False)
     def consolidate(validated):
         from pipelines import nightly
 
         settings, run, _ = _context()
-        return _halting(nightly.consolidate, settings, run)
+        return halting(nightly.consolidate, settings, run)
 
     @task
     def plan_buckets(consolidated) -> list[int]:
@@ -99,35 +79,35 @@ def prox_nightly():
         from pipelines import nightly
 
         settings, run, _ = _context()
-        return _halting(nightly.build_features, settings, run, bucket, settings.score_buckets)
+        return halting(nightly.build_features, settings, run, bucket, settings.score_buckets)
 
     @task(multiple_outputs=False)
     def validate_features(built):
         from pipelines import nightly
 
         settings, run, _ = _context()
-        return _halting(nightly.validate_features, settings, run, built)
+        return halting(nightly.validate_features, settings, run, built)
 
     @task(multiple_outputs=False)
     def score(built):
         from pipelines import nightly
 
         settings, run, _ = _context()
-        return _halting(nightly.score, settings, run, built["bucket"], settings.score_buckets)
+        return halting(nightly.score, settings, run, built["bucket"], settings.score_buckets)
 
     @task(multiple_outputs=False)
     def validate_scores(scored):
         from pipelines import nightly
 
         settings, run, _ = _context()
-        return _halting(nightly.validate_scores, settings, run, settings.score_buckets)
+        return halting(nightly.validate_scores, settings, run, settings.score_buckets)
 
     @task(multiple_outputs=False)
     def push(crm: str, gate):
         from pipelines import nightly
 
         settings, run, params = _context()
-        return _halting(nightly.push, settings, crm, run, full=bool(params["full_push"]))
+        return halting(nightly.push, settings, crm, run, full=bool(params["full_push"]))
 
     @task(multiple_outputs=False)
     def append_history(pushed):
@@ -142,18 +122,16 @@ def prox_nightly():
 
         settings, run, _ = _context()
         parts = {
-            "extract": _items(extracted),
-            "validate": _items(validated),
-            "features": _items(checked),
-            "score": _items(scored),
+            "extract": mapped_items(extracted),
+            "validate": mapped_items(validated),
+            "features": mapped_items(checked),
+            "score": mapped_items(scored),
             "scores_gate": gate or {},
-            "push": _items(pushed),
+            "push": mapped_items(pushed),
         }
         report = nightly.write_report(settings, run, parts)
         if report.get("halted"):  # the report is written; the run itself must show as failed
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(f"run halted: {report['halted']}")
+            fail_run(f"run halted: {report['halted']}")
         return report
 
     extracted = extract.expand(crm=CRMS)

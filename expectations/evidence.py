@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from expectations.runner import ValidationOutcome
+from expectations.results import ValidationOutcome
 
 
 def log_validation_to_mlflow(outcomes: Iterable[ValidationOutcome]) -> dict[str, Any]:

@@ -21,7 +21,6 @@ import ctypes
 import datetime as dt
 import logging
 import math
-import os
 import re
 import time
 from collections import Counter, deque
@@ -48,6 +47,7 @@ from features.spec import (
     OTHER_ACTION_WEIGHT,
     WINDOWS,
 )
+from prox.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -657,9 +657,11 @@ def tune_allocator() -> None:
     PROX_FEATURES_KEEP_MEMORY=0 to leave the allocator alone.
     """
     global _allocator_tuned
-    if _allocator_tuned or os.environ.get("PROX_FEATURES_KEEP_MEMORY", "1") == "0":
+    if _allocator_tuned:
         return
-    _allocator_tuned = True
+    _allocator_tuned = True  # the setting is read once per process, like the tuning itself
+    if not Settings.from_env().features_keep_memory:
+        return
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc: nothing to tune

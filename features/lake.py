@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterable, Sequence
@@ -65,6 +66,14 @@ class Lake:
 
     def exists(self, part: Partition) -> bool:
         return (self.path(part) / MANIFEST).is_file()
+
+    def report_dir(self, job: str, *, run_date: dt.date | None = None, run_id: str | None = None) -> Path:
+        """The one place report paths are made: ``<root>/reports/<job>/run_date=<d>`` or
+        ``.../run_id=<id>``, the id made safe for a file name (whoever writes or prints it)."""
+        if (run_date is None) == (run_id is None):
+            raise LakeError("report_dir: give exactly one of run_date and run_id")
+        key = f"run_date={run_date.isoformat()}" if run_date is not None else f"run_id={safe_name(run_id)}"
+        return self.root / "reports" / job / key
 
     # ---- writing ----------------------------------------------------------------------
     def write(
@@ -155,6 +164,11 @@ class Lake:
         if not parts:
             return None
         return pa.concat_tables(self.read(p) for p in parts)
+
+
+def safe_name(text: str) -> str:
+    """``text`` with every character outside ``[A-Za-z0-9._=-]`` replaced by ``_`` (file names)."""
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", text)
 
 
 def latest_per_key(table: pa.Table, key: str, by: str) -> pa.Table:

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.contract import LEADS, PII_COLUMNS, conform
+from prox.settings import Settings
 
-KEY_ENV = "PROX_PII_HASH_KEY"
 FREE_EMAIL_DOMAINS = frozenset(
     {
         "gmail.com",
@@ -41,11 +41,12 @@ FREE_EMAIL_DOMAINS = frozenset(
 )
 
 
-def load_hash_key(secrets_dir: Path) -> bytes:
-    """The PII hashing key: from the environment, else a local key file made on first use."""
-    from_env = os.environ.get(KEY_ENV)
-    if from_env:
-        return from_env.encode()
+def load_hash_key(secrets_dir: Path, settings: Settings | None = None) -> bytes:
+    """The PII hashing key: ``PROX_PII_HASH_KEY`` of ``settings`` (default: read from the
+    environment), else a local key file under ``secrets_dir`` made on first use."""
+    configured = (settings or Settings.from_env()).pii_hash_key
+    if configured is not None:
+        return configured.get_secret_value().encode()
     path = secrets_dir / "pii_hash.key"
     if not path.exists():
         secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -108,7 +108,9 @@ def code_version(repo: Path | None = None) -> str:
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("PROX_CODE_VERSION", "unknown")
+        from prox.settings import Settings
+
+        return Settings.from_env().code_version
 
 
 def actor(airflow: Mapping[str, Any] | None = None) -> str:

@@ -76,9 +76,7 @@ def migrate_airflow(settings: Settings) -> None:
     """Create or upgrade the Airflow metadata DB (SQLite under the data directory)."""
     (settings.airflow_home / "plugins").mkdir(parents=True, exist_ok=True)
     airflow = Path(sys.executable).with_name("airflow")
-    done = subprocess.run(
-        [str(airflow), "db", "migrate"], capture_output=True, text=True
-    )
+    done = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed: {done.stderr[-2000:]}")
 
@@ -103,13 +101,15 @@ def run_dag(dag_id: str, logical_date: dt.datetime, conf: dict) -> str:
 
 
 def _read_report(settings: Any, run_date: dt.date) -> dict | None:
-    path = settings.lake_dir / "reports" / "nightly" / f"run_date={run_date.isoformat()}" / "report.json"
+    from pipelines.common import nightly_report_dir
+
+    path = nightly_report_dir(settings, run_date) / "report.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def top_leads(settings: Any, run_date: dt.date, n: int = 5) -> list[dict]:
     from features.lake import Lake, Partition
-    from pipelines.nightly import ALL
+    from pipelines.common import ALL
 
     lake = Lake(settings.lake_dir)
     part = Partition("scores", "scores", ALL, run_date)

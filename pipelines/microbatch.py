@@ -16,7 +16,7 @@ interval reads and writes the same files and pushes nothing new:
   their accounts (account features), go through the batch feature builder
   (:func:`features.build.build_features`) as of the interval's end, on the latest nightly
   snapshot of lead fields and status history, the nightly's clean events and the micro-batch
-  increments since that snapshot; then :func:`pipelines.nightly.score_rows` (@champion, consent,
+  increments since that snapshot; then :func:`pipelines.scoring.score_rows` (@champion, consent,
   exact reasons for changed scores).
 * **push**: through the connectors' push ledger, shared with the nightly: only a lead whose
   score or tier differs from what its CRM last received is sent, whichever job sent it.
@@ -30,7 +30,6 @@ drops unusable rows and counts them, and the nightly gate judges the same events
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +39,7 @@ import pyarrow.compute as pc
 
 from features.contract import ACTIVITIES, SCORES, conform
 from features.lake import Lake, Partition
-from pipelines.nightly import ALL, PipelineHalted, RunContext, as_utc
+from pipelines.common import ALL, RunContext, as_utc, open_connector, write_report_json
 from prox.settings import Settings
 
 #: Prefix of the micro-batch's own watermark streams in the connector state.
@@ -94,14 +93,7 @@ class _OwnWatermark:
 
 def _engagement_sources(settings: Settings, crm: str) -> list[Any]:
     """The connectors that deliver ``crm``'s engagement (Salesforce orgs: also web tracking)."""
-    from pipelines.nightly import _web_tracking_dir
-    from plugins.crm import open_connectors
-
-    connectors = open_connectors(settings.data_dir, web_tracking_dir=_web_tracking_dir(settings))
-    if crm not in connectors:
-        raise PipelineHalted(
-            f"extract {crm}: no credentials (Airflow Connection or PROX_{crm.upper()}_* env)"
-        )
+    connectors = open_connector(settings, crm, "extract", with_web_tracking=True)
     sources = [connectors[crm]]
     if crm == "salesforce" and "file" in connectors:
         sources.append(connectors["file"])
@@ -183,7 +175,7 @@ def rescore(settings: Settings, run: Interval, *, every: dt.timedelta = EVERY) -
     counted: stamped after the previous run's as-of time).
     """
     from features.build import build_features, partition_key
-    from pipelines.nightly import _activities_for, score_rows
+    from pipelines.scoring import activities_for, score_rows
 
     lake = Lake(settings.lake_dir)
     snapshot = _snapshot_date(lake, run)
@@ -219,7 +211,7 @@ def rescore(settings: Settings, run: Interval, *, every: dt.timedelta = EVERY) -
         history = lake.read(Partition("clean", "lead_status_history", ALL, snapshot))
         history = history.filter(pc.is_in(history.column("lead_id"), value_set=members))
         ctx = run.context()
-        nightly_events = _activities_for(lake, members, RunContext(snapshot, ctx.as_of, run.run_id))
+        nightly_events = activities_for(lake, members, RunContext(snapshot, ctx.as_of, run.run_id))
         recent = recent.filter(pc.is_in(recent.column("lead_id"), value_set=members))
         events = pa.concat_tables([nightly_events, recent])
         features, _ = build_features(group, events, history, run.as_of)
@@ -240,8 +232,6 @@ def rescore(settings: Settings, run: Interval, *, every: dt.timedelta = EVERY) -
 
 def push(settings: Settings, crm: str, run: Interval) -> dict[str, Any]:
     """Push the interval's scores of ``crm``'s leads whose score or tier differs from the ledger."""
-    from plugins.crm import open_connectors
-
     lake = Lake(settings.lake_dir)
     part = Partition("scores", SCORES_TABLE, run.label, run.run_date)
     if not lake.exists(part):
@@ -250,9 +240,7 @@ def push(settings: Settings, crm: str, run: Interval) -> dict[str, Any]:
     mine = scores.filter(pc.starts_with(scores.column("lead_id"), f"{crm}:"))
     if mine.num_rows == 0:
         return {"crm": crm, "pushed": 0, "skipped": 0, "rejected": 0}
-    connectors = open_connectors(settings.data_dir)
-    if crm not in connectors:
-        raise PipelineHalted(f"push {crm}: no credentials (Airflow Connection or PROX_{crm.upper()}_* env)")
+    connectors = open_connector(settings, crm, "push")
     report = connectors[crm].push(mine, run_id=f"{run.run_id}:{crm}")
     out = report.as_dict()
     out.pop("rejections", None)
@@ -275,11 +263,6 @@ def write_report(settings: Settings, run: Interval, parts: dict[str, Any]) -> di
         "skipped_unchanged": {p["crm"]: p.get("skipped", 0) for p in pushed},
         "rejected": {p["crm"]: p.get("rejected", 0) for p in pushed},
     }
-    directory = lake.root / "reports" / "microbatch" / f"run_date={run.run_date.isoformat()}"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{run.label}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True))
-    tmp.replace(path)
+    path = write_report_json(lake.report_dir("microbatch", run_date=run.run_date), run.label, report)
     report["path"] = str(path)
     return report

@@ -17,48 +17,28 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.contract import LEAD_STATUS_HISTORY, SCORES, conform
+from features.contract import LEAD_STATUS_HISTORY, conform
 from features.lake import Lake, Partition, latest_per_key
+from pipelines.common import (
+    ALL,
+    PipelineHalted,
+    RunContext,
+    nightly_report_dir,
+    open_connector,
+    write_report_json,
+)
+from pipelines.scoring import activities_for, score_rows
 from prox.settings import Settings
 
-ALL = "all"  # the source label of consolidated (cross-CRM) partitions
-CRMS = ("salesforce", "hubspot")
 #: Clean partitions of incremental extracts carry this suffix on their source label, so
 #: validation compares an increment's volume with earlier increments, not with full loads.
 INCREMENT_SUFFIX = ".increment"
-
-
-class PipelineHalted(RuntimeError):
-    """A gate stopped the run on purpose (validation, drift); the message says why."""
-
-
-def as_utc(moment: dt.datetime | str) -> dt.datetime:
-    """An Airflow logical date (datetime or ISO text) in UTC; a naive one is taken as UTC."""
-    at = dt.datetime.fromisoformat(moment) if isinstance(moment, str) else moment
-    return (at if at.tzinfo else at.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What identifies a nightly run: its date, its as-of moment and its id."""
-
-    run_date: dt.date
-    as_of: dt.datetime
-    run_id: str
-
-    @classmethod
-    def of(cls, logical_date: dt.datetime | str, run_id: str) -> RunContext:
-        day = as_utc(logical_date).date()
-        # scores are "as of" the end of the run date's midnight: everything before it is known
-        return cls(day, dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), run_id)
 
 
 def _lake(settings: Settings) -> Lake:
@@ -68,13 +48,7 @@ def _lake(settings: Settings) -> Lake:
 # ---- extract and validate ------------------------------------------------------------------
 def extract(settings: Settings, crm: str, ctx: RunContext, *, full_refresh: bool = False) -> dict[str, Any]:
     """Pull one CRM's leads and activities (and, for Salesforce orgs, web-tracking files)."""
-    from plugins.crm import open_connectors
-
-    connectors = open_connectors(settings.data_dir, web_tracking_dir=_web_tracking_dir(settings))
-    if crm not in connectors:
-        raise PipelineHalted(
-            f"extract {crm}: no credentials (Airflow Connection or PROX_{crm.upper()}_* env)"
-        )
+    connectors = open_connector(settings, crm, "extract", with_web_tracking=True)
     results = list(connectors[crm].extract(_lake(settings), ctx.run_date, full_refresh=full_refresh))
     if crm == "salesforce" and "file" in connectors:
         results += connectors["file"].extract(_lake(settings), ctx.run_date, full_refresh=full_refresh)
@@ -109,13 +83,6 @@ def _extraction_time(settings: Settings, crm: str, ctx: RunContext) -> dt.dateti
     moment = max(dt.datetime.now(dt.UTC), ctx.as_of)
     path.write_text(moment.isoformat())
     return moment
-
-
-def _web_tracking_dir(settings: Settings) -> Path | None:
-    import os
-
-    path = os.environ.get("PROX_WEB_TRACKING_DIR")
-    return Path(path) if path else None
 
 
 def validate_raw(settings: Settings, extracted: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -256,7 +223,7 @@ def build_features(settings: Settings, ctx: RunContext, bucket: int, n_buckets: 
     leads = leads.filter(pa.array(bucket_of(partition_key(leads), n_buckets) == bucket))
     members = leads.column("lead_id").combine_chunks()
     history = history.filter(pc.is_in(history.column("lead_id"), value_set=members))
-    activities = _activities_for(lake, members, ctx)
+    activities = activities_for(lake, members, ctx)
     features, report = build(leads, activities, history, ctx.as_of)
     label = _bucket_label(bucket, n_buckets)
     path = lake.write(features, Partition("features", "features", label, ctx.run_date), table_name="")
@@ -288,19 +255,6 @@ def validate_features(settings: Settings, ctx: RunContext, built: Mapping[str, A
     return {**built, "gate": _small(gate)}
 
 
-def _activities_for(lake: Lake, lead_ids: pa.Array, ctx: RunContext) -> pa.Table:
-    from features.contract import ACTIVITIES
-
-    parts = [p for p in lake.partitions("clean", "activities") if p.run_date <= ctx.run_date]
-    tables = []
-    for part in parts:  # one partition at a time: memory bounded by the bucket, not the total
-        t = lake.read(part)
-        tables.append(t.filter(pc.is_in(t.column("lead_id"), value_set=lead_ids)))
-    if not tables:
-        return ACTIVITIES.empty_table()
-    return pa.concat_tables([conform(t, ACTIVITIES) for t in tables])
-
-
 def score(
     settings: Settings, ctx: RunContext, bucket: int, n_buckets: int, *, consent_policy: str | None = None
 ) -> dict[str, Any]:
@@ -325,163 +279,6 @@ def score(
     table, counts = score_rows(settings, lake, ctx, features, leads, consent_policy=consent_policy)
     path = lake.write(table, Partition("scores", "scores", label, ctx.run_date))
     return {"bucket": bucket, **counts, "path": str(path)}
-
-
-def score_rows(
-    settings: Settings,
-    lake: Lake,
-    ctx: RunContext,
-    features: pa.Table,
-    leads: pa.Table,
-    *,
-    consent_policy: str | None = None,
-) -> tuple[pa.Table, dict[str, Any]]:
-    """The SCORES rows of the open, consenting leads among ``features``, and their counts.
-
-    Shared by the nightly buckets and the micro-batch: same consent rule, same champion, same
-    exact reasons for the leads whose score or tier differs from the push ledger.
-    """
-    from features.build import is_open
-    from models.score import load_scorer
-
-    policy = consent_policy or settings.consent_policy
-    allowed = _consenting(leads, policy)
-    open_rows = is_open(features)
-    consent_ok = pc.is_in(features.column("lead_id"), value_set=allowed)
-    eligible = features.filter(pc.and_(open_rows, consent_ok))
-    withheld = int(pc.sum(pc.and_(open_rows, pc.invert(consent_ok)).cast(pa.int64())).as_py() or 0)
-    scorer = load_scorer(settings.tracking_uri, settings.model_name)
-    ids = eligible.column("lead_id").to_pylist()
-    n = len(ids)
-    explained = 0
-    if n and scorer.bundle is not None:
-        X = scorer.encode(eligible)
-        out = scorer.score_matrix(X, contributions=False)
-        probability, scores, tiers = out.probability, out.score, out.tier
-        positive, negative, explained = _reasons_for_changes(
-            settings, lake, ctx, scorer, X, ids, scores, tiers
-        )
-    elif n:
-        out = scorer.score_table(eligible)
-        probability, scores, tiers = out.probability, out.score, out.tier
-        positive = [_split(r) for r in out.reasons_positive]
-        negative = [_split(r) for r in out.reasons_negative]
-        explained = n
-    else:
-        probability, scores, tiers, positive, negative = [], [], [], [], []
-    table = conform(
-        pa.table(
-            {
-                "lead_id": pa.array(ids, type=pa.string()),
-                "scored_at": pa.array([ctx.as_of] * n, type=SCORES.field("scored_at").type),
-                "model_name": pa.array([scorer.model_name] * n, type=pa.string()),
-                "model_version": pa.array([str(scorer.model_version)] * n, type=pa.string()),
-                "probability": pa.array(np.asarray(probability, dtype=np.float64)),
-                "score": pa.array(np.asarray(scores, dtype=np.int16)),
-                "tier": pa.array(list(tiers), type=pa.string()),
-                "reasons_positive": pa.array(positive, type=pa.list_(pa.string())),
-                "reasons_negative": pa.array(negative, type=pa.list_(pa.string())),
-                "run_id": pa.array([ctx.run_id] * n, type=pa.string()),
-            }
-        ),
-        SCORES,
-    )
-    tier_counts = (
-        {
-            t: int(c)
-            for t, c in zip(
-                *np.unique(np.asarray(tiers, dtype=object).astype(str), return_counts=True), strict=True
-            )
-        }
-        if n
-        else {}
-    )
-    return table, {
-        "scored": n,
-        "explained": explained,
-        "withheld_consent": withheld,
-        "closed": int(features.num_rows - int(pc.sum(open_rows.cast(pa.int64())).as_py() or 0)),
-        "tiers": tier_counts,
-        "model_version": str(scorer.model_version),
-        "cold_start": scorer.cold_start,
-    }
-
-
-def _reasons_for_changes(
-    settings: Settings,
-    lake: Lake,
-    ctx: RunContext,
-    scorer: Any,
-    X: np.ndarray,
-    ids: list[str],
-    scores: np.ndarray,
-    tiers: np.ndarray,
-) -> tuple[list[list[str]], list[list[str]], int]:
-    """Reasons: exact TreeSHAP for changed leads, carried over for the others."""
-    from models.score import explain_changed
-    from plugins.crm.base import parse_reasons
-    from plugins.crm.state import ConnectorState
-
-    state = ConnectorState.for_data_dir(settings.data_dir)
-    try:
-        ledger = {
-            lead_id: v
-            for crm in ("salesforce", "hubspot")
-            for lead_id, v in state.pushed_values(crm, ids).items()
-        }
-    finally:
-        state.close()
-    pushed = {lead_id: (v.score, v.tier) for lead_id, v in ledger.items()}
-    # what each CRM shows is in the ledger; older ledgers lack the reasons: take the last run's
-    carried = {
-        lead_id: ((v.score, v.tier), *parse_reasons(v.reasons))
-        for lead_id, v in ledger.items()
-        if v.reasons is not None
-    }
-    legacy = [lead_id for lead_id in pushed if lead_id not in carried]
-    if legacy:
-        carried.update(_previous_reasons(lake, ctx.run_date, legacy))
-    return explain_changed(scorer.bundle, X, ids, scores, tiers, pushed, carried)
-
-
-def _previous_reasons(
-    lake: Lake, run_date: dt.date, lead_ids: Sequence[str]
-) -> dict[str, tuple[tuple[int, str], list[str], list[str]]]:
-    """lead_id -> ((score, tier), reasons +, reasons -) of ``lead_ids`` in the latest earlier run."""
-    earlier = [p for p in lake.partitions("scores", "scores", sources=[ALL]) if p.run_date < run_date]
-    if not earlier:
-        return {}
-    rows = lake.read(
-        earlier[-1], columns=["lead_id", "score", "tier", "reasons_positive", "reasons_negative"]
-    )
-    rows = rows.filter(pc.is_in(rows.column("lead_id"), value_set=pa.array(lead_ids, type=pa.string())))
-    columns = rows.to_pydict()
-    return {
-        lead_id: ((score, tier), plus or [], minus or [])
-        for lead_id, score, tier, plus, minus in zip(
-            columns["lead_id"],
-            columns["score"],
-            columns["tier"],
-            columns["reasons_positive"],
-            columns["reasons_negative"],
-            strict=True,
-        )
-    }
-
-
-def _split(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(";") if part.strip()]
-
-
-def _consenting(leads: pa.Table, policy: str) -> pa.Array:
-    opted_out = pc.fill_null(leads.column("opted_out"), False)
-    if policy == "opt_in":
-        ok = pc.and_(pc.fill_null(leads.column("consent_processing"), False), pc.invert(opted_out))
-    elif policy == "opt_out":
-        ok = pc.invert(opted_out)
-    else:
-        raise ValueError(f"consent policy must be 'opt_in' or 'opt_out', got {policy!r}")
-    return leads.column("lead_id").filter(ok).combine_chunks()
 
 
 # ---- validate scores and drift ----------------------------------------------------------------
@@ -565,31 +362,19 @@ def _training_profile(settings: Settings, scores: pa.Table) -> dict[str, Any] | 
 
 
 def _write_json(lake: Lake, ctx: RunContext, name: str, payload: Mapping[str, Any]) -> Path:
-    directory = lake.root / "reports" / "nightly" / f"run_date={ctx.run_date.isoformat()}"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
-    return path
+    return write_report_json(lake.report_dir("nightly", run_date=ctx.run_date), name, payload)
 
 
 # ---- push, history, report --------------------------------------------------------------------
 def push(settings: Settings, crm: str, ctx: RunContext, *, full: bool = False) -> dict[str, Any]:
     """Push tonight's validated scores of one CRM's leads: only what changed since the last push."""
-    from plugins.crm import open_connectors
-
     lake = _lake(settings)
-    gate_file = (
-        lake.root / "reports" / "nightly" / f"run_date={ctx.run_date.isoformat()}" / "scores_gate.json"
-    )
+    gate_file = nightly_report_dir(settings, ctx.run_date) / "scores_gate.json"
     if not gate_file.is_file():
         raise PipelineHalted(f"push {crm}: tonight's scores have not passed validation")
     scores = lake.read(Partition("scores", "scores", ALL, ctx.run_date))
     mine = scores.filter(pc.starts_with(scores.column("lead_id"), f"{crm}:"))
-    connectors = open_connectors(settings.data_dir)
-    if crm not in connectors:
-        raise PipelineHalted(f"push {crm}: no credentials (Airflow Connection or PROX_{crm.upper()}_* env)")
+    connectors = open_connector(settings, crm, "push")
     report = connectors[crm].push(mine, full=full, run_id=f"{ctx.run_id}:{crm}")
     out = report.as_dict()
     out.pop("rejections", None)
@@ -662,7 +447,7 @@ def write_report(settings: Settings, ctx: RunContext, parts: Mapping[str, Any]) 
             f"bucket-{f['bucket']}": (f.get("gate") or {}).get("decision") for f in parts.get("features", [])
         },
         "drift": parts.get("scores_gate", {}).get("drift"),
-        "validation_reports": str(lake.root / "reports" / "validation" / f"run_id={ctx.run_id}"),
+        "validation_reports": str(lake.report_dir("validation", run_id=ctx.run_id)),
         "api_calls": sum(
             c.get("api_calls_extract", 0) + c.get("api_calls_push", 0) for c in per_crm.values()
         ),
@@ -679,13 +464,15 @@ def _halt_reason(
     lake: Lake, ctx: RunContext, parts: Mapping[str, Any], per_crm: Mapping[str, Any]
 ) -> str | None:
     """Why this run did not push everything it should have (None when it did)."""
-    drift_file = lake.root / "reports" / "nightly" / f"run_date={ctx.run_date.isoformat()}" / "drift.json"
+    drift_file = lake.report_dir("nightly", run_date=ctx.run_date) / "drift.json"
     if not parts.get("scores_gate"):
         if drift_file.is_file():
             drift = json.loads(drift_file.read_text())
             if drift.get("stop"):
                 return f"push stopped: {drift['verdict']}"
         return "an upstream step failed before the scores passed validation (see the failed task's log)"
+    from plugins.crm import CRMS
+
     missing = [crm for crm in CRMS if crm not in {p["crm"] for p in parts.get("push", [])}]
     if missing:
         return f"push did not finish for {', '.join(missing)}; the next run retries it"
@@ -696,8 +483,8 @@ def _halt_reason(
 
 
 def _previous_report(lake: Lake, run_date: dt.date) -> dict[str, Any]:
-    base = lake.root / "reports" / "nightly"
-    earlier = sorted(p for p in base.glob("run_date=*/report.json") if p.parent.name < f"run_date={run_date}")
+    here = lake.report_dir("nightly", run_date=run_date)
+    earlier = sorted(p for p in here.parent.glob("run_date=*/report.json") if p.parent.name < here.name)
     return json.loads(earlier[-1].read_text()) if earlier else {}
 
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prox.settings import Settings
+from prox.settings import Settings, quiet_library_defaults
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,5 +57,4 @@ def export_airflow_environ(settings: Settings) -> None:
     """Put Airflow's environment (and quiet library defaults) into this process, before Airflow
     is first imported; the DAG runs of this process inherit it."""
     os.environ.update(airflow_environ(settings))
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_library_defaults()

@@ -446,6 +446,8 @@ def start(
     timeout: float = 30.0,
 ) -> SandboxInfo:
     """Start the sandbox process (or return the one already running) and wait until it answers."""
+    from prox.settings import child_environ
+
     running = status(directory)
     if running is not None:
         if faults is not None:
@@ -476,12 +478,8 @@ def start(
         "--hubspot-port",
         str(hs_port),
     ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
-        ),
-    }
+    env = child_environ()
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, start_new_session=True
     )

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from prox.db import connect_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -72,13 +73,9 @@ class Store:
     """Thread-safe access to the sandbox SQLite file (one connection, one lock)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db = connect_sqlite(path, synchronous="NORMAL")
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:

@@ -16,7 +16,6 @@ import asyncio
 import datetime as dt
 import gc
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -29,7 +28,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from features.build import FeatureInputError
+from features.eligibility import ineligible_field, is_eligible
 from features.online import OnlineInput
+from prox.settings import Settings
 from serve.auth import TokenStore, allowed
 from serve.batching import Coalescer
 from serve.metrics import Metrics
@@ -37,12 +38,13 @@ from serve.model import ModelHolder
 from serve.online import open_state, prune_forever
 from serve.push import PushWorker
 from serve.schemas import EventsRequest, EventsResponse, ScoreRequest, ScoreResponse
-from serve.scoring import LeadScore, ScoreJob, run_jobs
+from serve.scoring import ScoreJob, run_jobs
 from serve.store import OnlineStore
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_BODY = 2 * 1024 * 1024
-DEFAULT_MAX_BATCH = 64
+# the Settings defaults, so a config built directly matches one read from the environment
+DEFAULT_MAX_BODY: int = Settings.model_fields["serve_max_body_bytes"].default
+DEFAULT_MAX_BATCH: int = Settings.model_fields["serve_max_batch"].default
 
 
 @dataclass
@@ -67,27 +69,25 @@ class ServeConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeConfig:
-        from prox.settings import Settings
+        """From :class:`prox.settings.Settings` read from ``environ`` (default: the process's)."""
 
-        env = os.environ if environ is None else environ
-        settings = Settings.from_env(env)
-        token_file = Path(env.get("PROX_SERVE_TOKEN_FILE") or settings.secrets_dir / "serve_tokens")
+        settings = Settings.from_env(environ)
         return cls(
             tracking_uri=settings.tracking_uri,
             model_name=settings.model_name,
             data_dir=settings.data_dir,
-            state_path=Path(env.get("PROX_SERVE_STATE") or settings.data_dir / "serve" / "online.sqlite"),
-            tokens=TokenStore.load(token_file, env),
-            alias=env.get("PROX_SERVE_ALIAS", "champion"),
-            poll_seconds=float(env.get("PROX_SERVE_POLL_SECONDS", "0")),
-            max_body_bytes=int(env.get("PROX_SERVE_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
-            synchronous=env.get("PROX_SERVE_SYNC", "FULL"),
-            push=env.get("PROX_SERVE_PUSH", "1") != "0",
+            state_path=settings.serve_state_path,
+            tokens=TokenStore.load(settings.serve_token_path, tokens=settings.serve_tokens),
+            alias=settings.serve_alias,
+            poll_seconds=settings.serve_poll_seconds,
+            max_body_bytes=settings.serve_max_body_bytes,
+            synchronous=settings.serve_sync,
+            push=settings.serve_push,
             consent_policy=settings.consent_policy,
             online_state=settings.online_state,
             redis_url=settings.redis_url,
-            prune_hours=float(env.get("PROX_SERVE_PRUNE_HOURS", "24")),
-            max_batch=int(env.get("PROX_SERVE_MAX_BATCH", DEFAULT_MAX_BATCH)),
+            prune_hours=settings.serve_prune_hours,
+            max_batch=settings.serve_max_batch,
         )
 
     def open_state(self) -> OnlineStore:
@@ -165,33 +165,11 @@ def _check(request: Request, role: str) -> None:
         raise HTTPException(403, f"this token lacks the {role!r} role")
 
 
-def _response(s: LeadScore, include_features: bool) -> ScoreResponse:
-    return ScoreResponse(
-        lead_id=s.lead_id,
-        as_of=s.as_of,
-        probability=s.probability,
-        score=s.score,
-        tier=s.tier,
-        reasons_positive=s.reasons_positive,
-        reasons_negative=s.reasons_negative,
-        model_name=s.model_name,
-        model_version=s.model_version,
-        features=s.features if include_features else None,
-    )
-
-
 def _json(model: ScoreResponse) -> Response:
     """The response model as JSON bytes straight from pydantic-core: the same body FastAPI's
     ``response_model`` path would send (None fields left out), without validating the model
     a second time and re-encoding it through ``json.dumps``."""
     return Response(model.model_dump_json(exclude_none=True), media_type="application/json")
-
-
-def consents(lead: Mapping[str, Any], policy: str) -> bool:
-    """The nightly job's consent rule (pipelines.nightly): opt_in needs consent_processing, both exclude opt-outs."""
-    if lead.get("opted_out"):
-        return False
-    return bool(lead.get("consent_processing")) if policy == "opt_in" else True
 
 
 def _now() -> dt.datetime:
@@ -300,8 +278,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         """Probability, score, tier and reasons of one lead (role ``score``)."""
         scorer = request.app.state.model.current  # this request keeps this model to its end
         lead = body.lead.row()
-        if not consents(lead, config.consent_policy):
-            field = "opted_out" if lead.get("opted_out") else "consent_processing"
+        if not is_eligible(lead, config.consent_policy):
+            field = ineligible_field(lead)
             raise HTTPException(
                 422,
                 [
@@ -329,7 +307,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         except FeatureInputError as exc:
             raise HTTPException(422, [{"loc": ["body", "lead", "created_at"], "msg": str(exc)}]) from None
         metrics.inc("scored")
-        return _json(_response(result, body.include_features))
+        return _json(result)
 
     @app.post(
         "/v1/events",
@@ -362,7 +340,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                 unknown.append(lead_id)
                 continue
             lead, last_tier = found
-            if not consents(lead, config.consent_policy):
+            if not is_eligible(lead, config.consent_policy):
                 withheld.append(lead_id)  # engagement is kept, the lead is neither scored nor pushed
                 continue
             jobs.append(ScoreJob(scorer, lead, as_of))
@@ -394,7 +372,8 @@ def create_app(config: ServeConfig) -> FastAPI:
                 }
                 queued.append(lead_id)
             records.append((lead_id, result.tier, result.score, payload))
-            scored.append(_response(result, False))
+            # a webhook's answer never carries features (a coalesced /v1/score twin may have asked)
+            scored.append(result if result.features is None else result.model_copy(update={"features": None}))
         if records:  # the last tiers and queued pushes, committed before the answer
             await asyncio.gather(*(request.app.state.recording.submit(r) for r in records))
         if queued and request.app.state.pusher is not None:

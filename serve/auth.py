@@ -53,13 +53,20 @@ class TokenStore:
         return cls(entries)
 
     @classmethod
-    def load(cls, token_file: Path | None, environ: Mapping[str, str] | None = None) -> TokenStore:
-        env = os.environ if environ is None else environ
+    def load(
+        cls, token_file: Path | None, environ: Mapping[str, str] | None = None, *, tokens: str | None = None
+    ) -> TokenStore:
+        """Entries of ``token_file`` (when it exists) and of ``tokens`` (``PROX_SERVE_TOKENS``;
+        when not given, read from the settings of ``environ``, default the process's)."""
+        if tokens is None:
+            from prox.settings import Settings
+
+            tokens = Settings.from_env(environ).serve_tokens
         entries: dict[str, frozenset[str]] = {}
         if token_file is not None and token_file.is_file():
             entries.update(cls.parse(token_file.read_text(), origin=str(token_file)).entries)
-        if env.get("PROX_SERVE_TOKENS"):
-            entries.update(cls.parse(env["PROX_SERVE_TOKENS"], origin="PROX_SERVE_TOKENS").entries)
+        if tokens:
+            entries.update(cls.parse(tokens, origin="PROX_SERVE_TOKENS").entries)
         return cls(entries)
 
 

@@ -21,9 +21,9 @@ class ModelHolder:
     """The scorer behind ``models:/<name>@<alias>``; cold-start rules when there is none."""
 
     def __init__(self, tracking_uri: str, model_name: str, alias: str = "champion") -> None:
-        import os
+        from prox.settings import quiet_library_defaults
 
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in service logs
+        quiet_library_defaults()  # no MLflow progress bars in service logs
         self.tracking_uri, self.model_name, self.alias = tracking_uri, model_name, alias
         self._lock = threading.Lock()  # one load at a time; readers never take it
         self.current: Scorer = load_scorer(tracking_uri, model_name, alias)

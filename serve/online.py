@@ -50,5 +50,3 @@ def prune_forever(open_store: Any, every_seconds: float, stop: threading.Event) 
                 return
     finally:
         store.close()
-
-

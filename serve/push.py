@@ -60,7 +60,9 @@ class PushWorker:
             interval,
         )
         self.base_delay, self.max_delay = base_delay, max_delay
-        self.open_store = open_store or (lambda: open_state("sqlite", path=self.state_path, synchronous=self.synchronous))
+        self.open_store = open_store or (
+            lambda: open_state("sqlite", path=self.state_path, synchronous=self.synchronous)
+        )
         self.rejected = 0
         self.connector_options = dict(connector_options or {})  # e.g. the connectors' RetryPolicy
         self.stop = threading.Event()

@@ -24,22 +24,33 @@ from features.build import FeatureInputError
 from features.online import FeatureRows, OnlineInput, many_lead_features
 from models.bundle import ModelBundle
 from models.score import Scorer
+from serve.schemas import ScoreResponse
 
 
-@dataclass(frozen=True)
-class LeadScore:
-    """What the service answers for one lead (``features`` only when asked for)."""
-
-    lead_id: str
-    as_of: dt.datetime
-    probability: float
-    score: int
-    tier: str
-    reasons_positive: list[str]
-    reasons_negative: list[str]
-    model_name: str
-    model_version: str
-    features: dict[str, Any] | None = None
+def _lead_score(
+    lead_id: str,
+    as_of: dt.datetime,
+    probability: float,
+    score: int,
+    tier: str,
+    positive: list[str],
+    negative: list[str],
+    scorer: Scorer,
+    features: dict[str, Any] | None,
+) -> ScoreResponse:
+    """The service's answer for one lead, built without re-validating what the model computed."""
+    return ScoreResponse.model_construct(
+        lead_id=lead_id,
+        as_of=as_of,
+        probability=probability,
+        score=score,
+        tier=tier,
+        reasons_positive=positive,
+        reasons_negative=negative,
+        model_name=scorer.model_name,
+        model_version=scorer.model_version,
+        features=features,
+    )
 
 
 _CODES: dict[int, tuple[ModelBundle, tuple[str, ...], tuple[dict[str, int] | None, ...]]] = {}
@@ -114,7 +125,7 @@ def score_rows(
     *,
     with_features: Sequence[bool] | None = None,
     top_reasons: int = 3,
-) -> list[LeadScore | FeatureInputError]:
+) -> list[ScoreResponse | FeatureInputError]:
     """Probability, score, tier and reasons of each featurised lead (its error where it has none)."""
     out: list[Any] = [r if isinstance(r, FeatureInputError) else None for r in features.rows]
     ok = [i for i, r in enumerate(features.rows) if not isinstance(r, FeatureInputError)]
@@ -139,7 +150,7 @@ def score_rows(
     )
     for k, i in enumerate(ok):
         plus, minus = reasons(bundle, X[k], contrib[k], top=top_reasons)
-        out[i] = LeadScore(
+        out[i] = _lead_score(
             lead_ids[i],
             as_of,
             float(p[k]),
@@ -147,8 +158,7 @@ def score_rows(
             str(tiers[k]),
             [r["text"] for r in plus],
             [r["text"] for r in minus],
-            scorer.model_name,
-            scorer.model_version,
+            scorer,
             features.values(i) if wanted[i] else None,
         )
     return out
@@ -156,11 +166,11 @@ def score_rows(
 
 def _cold_start(
     scorer: Scorer, lead_id: str, as_of: dt.datetime, values: dict[str, Any], with_features: bool, top: int
-) -> LeadScore:
+) -> ScoreResponse:
     """The cold-start rules, through the batch code on a one-row table."""
     scored = scorer.score_table(pa.Table.from_pylist([values]), top_reasons=top)
     pos = [r for r in scored.reasons_positive[0].split("; ") if r]
-    return LeadScore(
+    return _lead_score(
         lead_id,
         as_of,
         float(scored.probability[0]),
@@ -168,8 +178,7 @@ def _cold_start(
         str(scored.tier[0]),
         pos,
         [],
-        scorer.model_name,
-        scorer.model_version,
+        scorer,
         values if with_features else None,
     )
 
@@ -206,7 +215,7 @@ def state_input(state: Any, lead: Mapping[str, Any]) -> OnlineInput:
 
 def run_jobs(
     jobs: Sequence[ScoreJob], state: Any, now: Callable[[], dt.datetime]
-) -> list[LeadScore | FeatureInputError]:
+) -> list[ScoreResponse | FeatureInputError]:
     """Score a batch of jobs: one feature pass and one booster call per (model, as-of) group.
 
     Jobs that score the same stored lead (same fields, model and time: a lead whose webhooks

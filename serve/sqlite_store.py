@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from features.contract import ACTIVITIES, LEAD_STATUS_HISTORY, LEADS, UTC_TS
+from prox.db import connect_sqlite
 from serve.store import (
     EVENT_COLS,
     RETENTION_US,
@@ -70,12 +71,9 @@ class OnlineState:
 
     def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
         if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
             raise ValueError(f"PROX_SERVE_SYNC must be FULL, NORMAL or EXTRA, got {synchronous!r}")
-        self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self.db = connect_sqlite(self.path, synchronous=synchronous)
         self.db.executescript(_SCHEMA)
         self.lock = threading.Lock()
 

@@ -124,7 +124,6 @@ class OnlineStore(Protocol):
     def close(self) -> None: ...
 
 
-
 def jsonable(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from features.contract import ACTIVITIES, RAW_LEADS, SCORES, TIERS, conform
 from features.lake import Lake, Partition
-from plugins.crm.retry import CallStats
+from plugins.crm.retry import CallStats, RetryPolicy
 from plugins.crm.state import CommittedPage, ConnectorState, PushedValues, Watermark
 
 PUSHED, REJECTED, SKIPPED = "pushed", "rejected", "skipped"
@@ -100,9 +100,23 @@ class StreamingSource:
     extraction of every table through :func:`extract_table`, the same for every CRM."""
 
     source: str
-    state: ConnectorState
-    stats: CallStats
-    commit_rows: int
+
+    def __init__(
+        self,
+        credentials: Any,
+        state: ConnectorState,
+        *,
+        policy: RetryPolicy | None = None,
+        commit_rows: int = 5_000,
+    ) -> None:
+        """What every CRM connector holds: its credentials, the shared state file, the retry
+        policy (:class:`plugins.crm.retry.RetryPolicy` by default), call statistics and the
+        rows per committed extraction page."""
+        self.credentials = credentials
+        self.state = state
+        self.policy = policy or RetryPolicy()
+        self.stats = CallStats()
+        self.commit_rows = commit_rows
 
     def streams(self, table: str) -> list[Stream]:
         raise NotImplementedError

@@ -9,20 +9,21 @@ client id in ``login`` and secret in ``password``; ``extra`` may add ``username`
 
 Environment variables (``prox`` CLI): ``PROX_SALESFORCE_URL``, ``PROX_SALESFORCE_CLIENT_ID``,
 ``PROX_SALESFORCE_CLIENT_SECRET``, ``PROX_SALESFORCE_USERNAME``, ``PROX_SALESFORCE_PASSWORD``,
-``PROX_SALESFORCE_CA_BUNDLE``; ``PROX_HUBSPOT_URL``, ``PROX_HUBSPOT_ACCESS_TOKEN``,
-``PROX_HUBSPOT_CLIENT_ID``, ``PROX_HUBSPOT_CLIENT_SECRET``, ``PROX_HUBSPOT_REFRESH_TOKEN``,
-``PROX_HUBSPOT_CA_BUNDLE``.
+``PROX_SALESFORCE_CA_BUNDLE``, ``PROX_SALESFORCE_API_VERSION`` (59.0); ``PROX_HUBSPOT_URL``,
+``PROX_HUBSPOT_ACCESS_TOKEN``, ``PROX_HUBSPOT_CLIENT_ID``, ``PROX_HUBSPOT_CLIENT_SECRET``,
+``PROX_HUBSPOT_REFRESH_TOKEN``, ``PROX_HUBSPOT_CA_BUNDLE`` (the list is
+:data:`prox.settings.CRM_CREDENTIAL_VARIABLES`, read through :func:`prox.settings.crm_environ`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from plugins.crm.base import ConnectorError
+from prox.settings import airflow_connection_uri, crm_environ
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class HubSpotCredentials:
 
 
 def salesforce_from_env(env: Mapping[str, str] | None = None) -> SalesforceCredentials:
-    env = os.environ if env is None else env
+    """From ``PROX_SALESFORCE_*`` in ``env`` (default: the process's environment)."""
+    env = crm_environ("salesforce", env)
     missing = [
         k
         for k in ("PROX_SALESFORCE_URL", "PROX_SALESFORCE_CLIENT_ID", "PROX_SALESFORCE_CLIENT_SECRET")
@@ -77,7 +79,8 @@ def salesforce_from_env(env: Mapping[str, str] | None = None) -> SalesforceCrede
 
 
 def hubspot_from_env(env: Mapping[str, str] | None = None) -> HubSpotCredentials:
-    env = os.environ if env is None else env
+    """From ``PROX_HUBSPOT_*`` in ``env`` (default: the process's environment)."""
+    env = crm_environ("hubspot", env)
     token, refresh = env.get("PROX_HUBSPOT_ACCESS_TOKEN"), env.get("PROX_HUBSPOT_REFRESH_TOKEN")
     if not token and not refresh:
         raise ConnectorError(
@@ -101,7 +104,7 @@ def _connection(conn_id: str) -> Any:
     try:
         return Connection.get(conn_id)
     except Exception:
-        raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+        raw = airflow_connection_uri(conn_id)
         if not raw:
             raise ConnectorError(
                 f"Airflow Connection {conn_id!r} not found (nor AIRFLOW_CONN_{conn_id.upper()})"

@@ -49,7 +49,7 @@ from plugins.crm.base import (
     push_scores,
 )
 from plugins.crm.credentials import HubSpotCredentials
-from plugins.crm.retry import FAIL, REFRESH, RETRY, CallStats, Classification, RetryPolicy, call_with_retry
+from plugins.crm.retry import FAIL, REFRESH, RETRY, Classification, RetryPolicy, call_with_retry
 from plugins.crm.state import ConnectorState
 
 T = TypeVar("T")
@@ -150,11 +150,7 @@ class HubSpotConnector(StreamingSource):
         export_poll_max_seconds: float = 30.0,
         export_deadline_seconds: float = 3_600.0,
     ) -> None:
-        self.credentials = credentials
-        self.state = state
-        self.policy = policy or RetryPolicy()
-        self.stats = CallStats()
-        self.commit_rows = commit_rows
+        super().__init__(credentials, state, policy=policy, commit_rows=commit_rows)
         self.use_exports = use_exports
         self.export_poll_seconds = export_poll_seconds
         self.export_poll_max_seconds = export_poll_max_seconds

@@ -38,7 +38,7 @@ from plugins.crm.base import (
     push_scores,
 )
 from plugins.crm.credentials import SalesforceCredentials
-from plugins.crm.retry import FAIL, REFRESH, RETRY, CallStats, Classification, RetryPolicy, call_with_retry
+from plugins.crm.retry import FAIL, REFRESH, RETRY, Classification, RetryPolicy, call_with_retry
 from plugins.crm.state import ConnectorState
 
 T = TypeVar("T")
@@ -101,16 +101,12 @@ class SalesforceConnector(StreamingSource):
         bulk_poll_seconds: float = 1.0,
         commit_rows: int = 5_000,
     ) -> None:
-        self.credentials = credentials
-        self.state = state
-        self.policy = policy or RetryPolicy()
-        self.stats = CallStats()
+        super().__init__(credentials, state, policy=policy, commit_rows=commit_rows)
         self.bulk_threshold = bulk_threshold
         self.bulk_batch_size = bulk_batch_size
         self.page_size = page_size
         self.bulk_query_page = bulk_query_page
         self.bulk_poll_seconds = bulk_poll_seconds
-        self.commit_rows = commit_rows
         self._session: Any = None
         self._sf: Any = None
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prox.db import connect_sqlite
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS watermarks (
     stream TEXT PRIMARY KEY, stamp TEXT NOT NULL, boundary_ids TEXT NOT NULL, updated_at TEXT NOT NULL);
@@ -84,13 +86,9 @@ class ConnectorState:
     """Access to the connector state file (thread-safe; one connection per instance)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db = connect_sqlite(path, synchronous="FULL")
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(pushed)")}
         if "reasons" not in columns:  # a ledger written before the reasons were kept

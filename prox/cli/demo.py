@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
     settings = Settings.from_env().ensure_dirs()
-    return run_demo(settings, ensure_world=ensure_world, running_sandbox=running_sandbox, retrain=args.retrain)
+    return run_demo(
+        settings, ensure_world=ensure_world, running_sandbox=running_sandbox, retrain=args.retrain
+    )
 
 
 def ensure_world(settings: Settings) -> dict:

@@ -26,17 +26,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
     from prox.cli import UsageError
     from prox.settings import Settings
 
     if args.add_token:
         from serve.auth import TokenError, new_token
 
-        settings = Settings.from_env()
-        token_file = Path(os.environ.get("PROX_SERVE_TOKEN_FILE") or settings.secrets_dir / "serve_tokens")
+        token_file = Settings.from_env().serve_token_path
         try:
             token = new_token(token_file, args.add_token, args.label)
         except TokenError as exc:

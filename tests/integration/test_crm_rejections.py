@@ -260,7 +260,7 @@ def test_connectors_take_credentials_from_airflow_connections(loaded, monkeypatc
     for key in sandbox.connection_env():
         monkeypatch.delenv(key, raising=False)
     found = open_connectors(
-        tmp_path / "af", salesforce_conn_id="prox_salesforce", hubspot_conn_id="prox_hubspot"
+        tmp_path / "af", conn_ids={"salesforce": "prox_salesforce", "hubspot": "prox_hubspot"}
     )
     lake = Lake(tmp_path / "af" / "lake")
     rows = sum(
@@ -269,4 +269,4 @@ def test_connectors_take_credentials_from_airflow_connections(loaded, monkeypatc
     )
     assert rows == world.raw_leads.num_rows
     with pytest.raises(ConnectorError, match="prox_nowhere"):
-        open_connectors(tmp_path / "af", salesforce_conn_id="prox_nowhere")
+        open_connectors(tmp_path / "af", conn_ids={"salesforce": "prox_nowhere"})

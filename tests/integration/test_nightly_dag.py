@@ -108,6 +108,11 @@ def test_nightly_pushes_scores_then_only_changes_and_respects_consent(nightly):
     assert sum(c["pushed"] for c in report["per_crm"].values()) == scores.num_rows
     assert set(report["tiers"]) <= {"A", "B", "C", "D"} and report["tiers"].get("A", 0) > 0
     assert report["features_validated"] == {"bucket-0": "passed", "bucket-1": "passed"}
+    # the evidence path the report (and `prox demo`) prints is where the gates wrote it: the
+    # run id has characters a file name cannot keep, and the printed path used to keep them
+    evidence = Path(report["validation_reports"])
+    assert (evidence / "index.html").is_file(), evidence
+    assert any(evidence.glob("raw_leads_*.json")), sorted(p.name for p in evidence.iterdir())
 
     from tests.integration.test_crm_push import _expected
 

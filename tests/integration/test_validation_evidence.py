@@ -9,13 +9,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from expectations import synthetic as syn
 from expectations.evidence import log_validation_to_mlflow
 from expectations.runner import GateFailed, previous_stats, run_gate, validate
 from features.contract import QUARANTINE, RAW_LEADS
 from features.lake import Lake, Partition
 from models.registry import use_experiment
 from prox.settings import Settings
+from tests.fixtures import synthetic_validation as syn
 
 pytestmark = pytest.mark.integration
 

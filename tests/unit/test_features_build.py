@@ -14,7 +14,7 @@ from features.build import FeatureInputError, build_features, is_open
 from features.contract import ACTIVITIES, LEAD_STATUS_HISTORY, LEADS
 from features.hashing import HashIndex, duplicate_rows, hash64, hash_strings
 from features.spec import FEATURE_NAMES, FEATURES
-from features.synthetic import synthetic_inputs
+from tests.fixtures.synthetic_features import synthetic_inputs
 
 pytestmark = pytest.mark.unit
 

@@ -148,8 +148,8 @@ def test_cli_writes_the_spec_and_builds_from_parquet(tmp_path, capsys) -> None:
 
     import pyarrow.parquet as pq
 
-    from features.synthetic import synthetic_inputs
     from prox.cli import main
+    from tests.fixtures.synthetic_features import synthetic_inputs
 
     assert main(["features", "spec", "--format", "json", "--out", str(tmp_path / "spec.json")]) == 0
     assert json.loads((tmp_path / "spec.json").read_text())["features"][0]["name"] == "industry"

@@ -92,3 +92,12 @@ def test_cli_simulate_writes_a_world(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "w" / "spec.json").is_file() and (tmp_path / "w" / "activities.parquet").is_file()
     assert '"leads": 3' in result.stdout
+
+
+def test_imports_follow_the_layers():
+    """import-linter's contract in pyproject.toml: entry points > jobs > domain > settings, and
+    nothing in the jobs or the domain imports the sandbox."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run([str(lint)], cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "BROKEN" not in done.stdout and done.stdout.count("KEPT") >= 2

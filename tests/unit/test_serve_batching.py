@@ -14,12 +14,12 @@ import pytest
 from features.build import FeatureInputError, build_features
 from features.contract import ACTIVITIES
 from features.online import OnlineInput, lead_features, many_lead_features
-from features.synthetic import synthetic_inputs
 from models.bundle import Calibrator, ModelBundle
 from models.dataset import FeatureEncoder
 from models.score import Scorer, score_quantiles
 from serve.batching import Coalescer
 from serve.scoring import ScoreJob, encode_row, run_jobs, score_rows
+from tests.fixtures.synthetic_features import synthetic_inputs
 
 pytestmark = pytest.mark.unit
 AS_OF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)

@@ -13,9 +13,9 @@ import features.build as build
 from features.build import build_features
 from features.contract import ACTIVITIES, LEAD_STATUS_HISTORY, LEADS
 from features.online import lead_features
-from features.synthetic import synthetic_inputs
 from serve.app import _json
 from serve.schemas import ScoreResponse
+from tests.fixtures.synthetic_features import synthetic_inputs
 
 pytestmark = pytest.mark.unit
 AS_OF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)

@@ -6,7 +6,6 @@ runs the real GX suite through :func:`expectations.runner.validate` (nothing wri
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 
@@ -14,10 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from expectations import synthetic as syn
 from expectations.datasets import DATASETS
 from expectations.runner import ValidationError, validate
 from prox.settings import Settings
+from tests.fixtures import synthetic_validation as syn
 
 pytestmark = pytest.mark.unit
 
@@ -237,7 +236,7 @@ def test_bad_share_above_the_threshold_fails_the_run(leads: pa.Table, cfg: Setti
     assert out.messages[0] == (
         "raw_leads_salesforce: 20 of 200 rows (10.0%) failed row-level checks, above the quarantine threshold of 5.0%"
     )
-    lenient = dataclasses.replace(cfg, quarantine_threshold=0.2)
+    lenient = cfg.with_changes(quarantine_threshold=0.2)
     assert run("raw_leads_salesforce", table, lenient).decision == "warned"
 
 

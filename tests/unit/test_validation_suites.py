@@ -8,7 +8,8 @@ import pytest
 
 from expectations.columns import feature_columns
 from expectations.datasets import DATASETS, SUITES_DIR
-from expectations.runner import _parameters, expand_suite, load_suite, mask_pii
+from expectations.results import mask_pii
+from expectations.suites import expand_suite, expectation_parameters, load_suite
 from features.contract import ACTIVITIES, RAW_LEADS, SCORES
 
 pytestmark = pytest.mark.unit
@@ -79,9 +80,9 @@ def test_feature_checks_come_from_the_spec() -> None:
 def test_volume_bounds_flag_a_10x_spike_and_a_90pc_drop() -> None:
     ref = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     prox = load_suite("raw_activities")["meta"]["prox"]
-    params = _parameters(prox, ref, {"rows": 1000})
+    params = expectation_parameters(prox, ref, {"rows": 1000})
     assert (params["min_rows"], params["max_rows"]) == (101, 9999)
-    assert _parameters(prox, ref, None)["max_rows"] is None
+    assert expectation_parameters(prox, ref, None)["max_rows"] is None
     assert params["latest_allowed"] == ref + dt.timedelta(hours=1)
     assert params["freshness_floor"] == ref - dt.timedelta(hours=72)
 
