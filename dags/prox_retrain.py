@@ -5,7 +5,8 @@ Every Sunday night, or when triggered (with parameters for the search budget and
 
 1. **build_training_set**: point-in-time snapshots of the canonical leads, engagement and
    status history (lake clean zone, or the simulated world), labelled "converted within the
-   horizon", stacked -> `features/training_set` of the run's date, with its digest.
+   horizon", stacked -> `features/training_set`, in a folder keyed by the run's date and the
+   content digest (a rerun on the same data reuses it; no run overwrites another's).
 2. **validate**: the Great Expectations `features` suite on it; a critical failure stops here.
 3. **train**: one MLflow run: lineage (digests of the training set and its sources), the
    validation evidence, the cold-start check (too little history: rules-based score, no
@@ -14,9 +15,11 @@ Every Sunday night, or when triggered (with parameters for the search budget and
 4. **evaluate**: the newest holdout: metrics, segments, oracle (simulated data), tiers,
    plots, model card.
 5. **register**: a new model version with signature and input example, `@challenger`.
-6. **gate**: promoted to `@champion` only if it beats the champion on the same holdout by
-   the margin and passes the calibration and segment-gap limits; the decision is recorded on
-   the version and in the audit log.
+6. **gate**: promoted to `@champion` only if it uses no column the leakage audit flagged,
+   leaks no more than the champion, beats it on the same holdout by the margin and passes the
+   calibration and segment-gap limits; the decision is recorded on the version and in the
+   audit log. A refusal for leakage, or one that leaves no champion at all, fails the task
+   (no retry); an ordinary refusal leaves the champion serving and the run green.
 
 Tasks pass small dicts (paths, run ids, figures) through XCom; each re-reads its inputs.
 """
@@ -35,33 +38,6 @@ def _airflow_ids() -> dict:
     ctx = get_current_context()
     ti = ctx["ti"]
     return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id}
-
-
-def _config(params: dict) -> dict:
-    """Model, run and gate settings from the DAG params (plain dicts for the step functions)."""
-    return {
-        "config": {
-            "max_trials": int(params["max_trials"]),
-            "time_budget_s": float(params["time_budget_s"]),
-            "seed": int(params["seed"]),
-            "num_threads": int(params["num_threads"]),
-            "max_num_leaves": int(params["max_num_leaves"]),
-            "max_depth": int(params["max_depth"]),
-        },
-        "options": {
-            "every_days": int(params["every_days"]),
-            "lookback_days": int(params["lookback_days"]),
-            "exclude_features": tuple(params["exclude_features"]),
-            "min_leads": int(params["min_leads"]),
-            "min_conversions": int(params["min_conversions"]),
-            "segment_min_rows": int(params["segment_min_rows"]),
-        },
-        "gate": {
-            "margin": float(params["margin"]),
-            "max_ece": float(params["max_ece"]),
-            "max_segment_gap": float(params["max_segment_gap"]),
-        },
-    }
 
 
 @dag(
@@ -96,12 +72,12 @@ def prox_retrain():
     @task(multiple_outputs=False)
     def build_training_set(run_date: str, params: dict | None = None) -> dict:
         """Stacked snapshots with labels in the lake; returns its path and digests."""
-        from pipelines.retrain import RunOptions
+        from pipelines.retrain import RetrainConfig
         from pipelines.retrain import build_training_set as step
         from prox.settings import Settings
 
         settings = Settings.from_env().ensure_dirs()
-        options = RunOptions(**_config(params)["options"])
+        options = RetrainConfig.from_params(params).options
         return step(settings, dt.date.fromisoformat(run_date), source=params["source"], options=options)
 
     @task(multiple_outputs=False)
@@ -116,37 +92,29 @@ def prox_retrain():
     @task(multiple_outputs=False)
     def train(info: dict, validation: dict, params: dict | None = None) -> dict:
         """The MLflow run: lineage, evidence, cold-start check, leakage audit, models."""
-        from models.train import TrainConfig
-        from pipelines.retrain import RunOptions
+        from pipelines.retrain import RetrainConfig
         from pipelines.retrain import train as step
         from prox.settings import Settings
 
-        cfg = _config(params)
+        cfg = RetrainConfig.from_params(params)
         return step(
             Settings.from_env(),
             info,
             validation,
-            config=TrainConfig(**cfg["config"]),
-            options=RunOptions(**cfg["options"]),
+            config=cfg.train,
+            options=cfg.options,
             airflow=_airflow_ids(),
         )
 
     @task(multiple_outputs=False)
     def evaluate(info: dict, trained: dict, params: dict | None = None) -> dict:
         """Newest-holdout figures, segments, oracle, tiers, plots and the model card."""
-        from models.train import TrainConfig
-        from pipelines.retrain import RunOptions
+        from pipelines.retrain import RetrainConfig
         from pipelines.retrain import evaluate as step
         from prox.settings import Settings
 
-        cfg = _config(params)
-        return step(
-            Settings.from_env(),
-            info,
-            trained,
-            config=TrainConfig(**cfg["config"]),
-            options=RunOptions(**cfg["options"]),
-        )
+        cfg = RetrainConfig.from_params(params)
+        return step(Settings.from_env(), info, trained, config=cfg.train, options=cfg.options)
 
     @task(multiple_outputs=False)
     def register(info: dict, trained: dict, evaluated: dict) -> dict:
@@ -159,23 +127,25 @@ def prox_retrain():
     @task(multiple_outputs=False)
     def gate(info: dict, registered: dict, evaluated: dict, params: dict | None = None) -> dict:
         """Promote to @champion or refuse; recorded on the version and in the audit log."""
-        from models.registry import GateConfig
-        from models.train import TrainConfig
-        from pipelines.retrain import RunOptions
+        from pipelines.retrain import RetrainConfig
         from pipelines.retrain import gate as step
+        from pipelines.tasks import fail_run
         from prox.settings import Settings
 
-        cfg = _config(params)
-        return step(
+        cfg = RetrainConfig.from_params(params)
+        result = step(
             Settings.from_env(),
             info,
             registered,
             evaluated,
-            gate_config=GateConfig(**cfg["gate"]),
-            config=TrainConfig(**cfg["config"]),
-            options=RunOptions(**cfg["options"]),
+            gate_config=cfg.gate,
+            config=cfg.train,
+            options=cfg.options,
             airflow=_airflow_ids(),
         )
+        if result.get("exit_code"):  # refused for leakage, or no champion at all: recorded, then fail
+            fail_run(result["message"])
+        return result
 
     info = build_training_set(RUN_DATE)
     validation = validate(info)

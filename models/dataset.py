@@ -10,7 +10,14 @@ snapshots whose label window reaches into the holdout (purging; the retraining j
 see :class:`pipelines.retrain.RunOptions`), so validation measures what the model will see:
 leads whose outcome it has not been shown.
 
-Flat files have no time; they get a stratified random split and a warning saying so.
+Flat files: a time column (named, or the one date/datetime column filled on nearly every
+row) gives a time-ordered split (:func:`ordered_split`: oldest rows train, newest test, rows of
+one instant never on both sides) and date-part features (:func:`add_date_parts`). Only a
+file without any time gets a stratified random split, with a warning saying so.
+
+**Missing is missing.** Text cells that are empty or a placeholder (:data:`MISSING_TOKENS`:
+``""``, ``"Select"``, ``"NA"``, ...) are read as null, not as a category of their own, so
+the leakage audit can see how often a column is really filled.
 
 **Encoding.** :class:`FeatureEncoder` turns a feature table into a float64 NumPy matrix:
 numbers as they are (NaN for missing), categories as their index in a fixed vocabulary
@@ -21,6 +28,7 @@ same encoder, so training and scoring cannot disagree on a code.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import warnings
@@ -44,6 +52,31 @@ class DatasetError(ValueError):
 
 class TimeUnknownWarning(UserWarning):
     """A flat file has no time column: the split is random and the estimate optimistic."""
+
+
+#: Text read as "empty" in flat files (compared trimmed and lower-cased); configurable per call.
+MISSING_TOKENS: tuple[str, ...] = (
+    "",
+    "select",
+    "na",
+    "n/a",
+    "#n/a",
+    "nan",
+    "null",
+    "none",
+    "-",
+    "--",
+    "?",
+    "not specified",
+    "not provided",
+    "not available",
+    "(blank)",
+)
+
+
+def is_temporal(typ: pa.DataType) -> bool:
+    """Dates and timestamps."""
+    return pa.types.is_date(typ) or pa.types.is_timestamp(typ)
 
 
 # ---- encoding ---------------------------------------------------------------------------------
@@ -86,6 +119,11 @@ class FeatureEncoder:
             ):
                 values = pc.unique(table.column(name).cast(pa.string())).drop_null().to_pylist()
                 cats[name] = tuple(sorted(values))
+            elif is_temporal(typ):
+                raise DatasetError(
+                    f"column {name!r} is a date: name it as the time column, or turn it into date parts "
+                    f"(models.dataset.add_date_parts) before encoding"
+                )
             elif not (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
                 raise DatasetError(f"column {name!r}: type {typ} is neither numeric nor text; drop it")
             feats.append(name)
@@ -249,11 +287,19 @@ def stratified_split(
 
 
 # ---- flat files -------------------------------------------------------------------------------
-def read_flat_file(path: Path | str, label: str, drop: Sequence[str] = ()) -> pa.Table:
+def read_flat_file(
+    path: Path | str,
+    label: str,
+    drop: Sequence[str] = (),
+    *,
+    missing_tokens: Sequence[str] = MISSING_TOKENS,
+) -> pa.Table:
     """A CSV (``,`` or ``;`` separated, sniffed) as a table with a 0/1 ``label`` column.
 
     The label column may be 0/1, true/false or yes/no; anything else is an error naming the
     value. ``drop`` removes columns that must not be used (e.g. ones known only afterwards).
+    Text cells in ``missing_tokens`` (trimmed, any case) become null; a text column whose
+    remaining values are all numbers becomes numeric. Date columns stay dates.
     """
     import pyarrow.csv as pcsv
 
@@ -282,7 +328,173 @@ def read_flat_file(path: Path | str, label: str, drop: Sequence[str] = ()) -> pa
             )
         values.append(mapping[v])
     table = table.drop_columns([label, *drop])
+    table = nullify_placeholders(table, missing_tokens)
     return table.append_column(LABEL, pa.array(values, pa.int8()))
+
+
+def nullify_placeholders(table: pa.Table, tokens: Sequence[str] = MISSING_TOKENS) -> pa.Table:
+    """Text cells equal to a placeholder (trimmed, any case) become null; text columns left
+    with only numbers become float64."""
+    wanted = pa.array(sorted({t.strip().lower() for t in tokens}), pa.string())
+    for i, name in enumerate(table.column_names):
+        col = table.column(i)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        col = col.cast(pa.string())
+        key = pc.utf8_lower(pc.utf8_trim_whitespace(col))
+        col = pc.if_else(pc.is_in(key, value_set=wanted), pa.scalar(None, pa.string()), col)
+        if col.null_count < len(col):
+            with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                col = pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
+        table = table.set_column(i, name, col)
+    return table
+
+
+# ---- time in flat files ------------------------------------------------------------------------
+def date_columns(table: pa.Table) -> list[str]:
+    """The date and timestamp columns of ``table``, in order."""
+    return [f.name for f in table.schema if is_temporal(f.type)]
+
+
+def detect_time_column(
+    table: pa.Table, requested: str | None = None, max_null_share: float = 0.01
+) -> str | None:
+    """The time column: ``requested`` (must be a date/datetime column, or text that parses as
+    one), else the date column filled on nearly every row (the emptiest-free, then leftmost
+    one when several qualify), else None. A date filled only for some rows (a "converted on"
+    date) is never picked: it is a feature to audit, not the time of the row."""
+    if requested is not None:
+        if requested not in table.column_names:
+            raise DatasetError(f"no time column {requested!r}; columns are {', '.join(table.column_names)}")
+        return requested
+    candidates = []
+    for k, name in enumerate(date_columns(table)):
+        col = table.column(name)
+        share = col.null_count / max(len(col), 1)
+        if share <= max_null_share:
+            candidates.append((share, k, name))
+    return min(candidates)[2] if candidates else None
+
+
+def as_timestamp(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    """A date, timestamp or ISO-text column as UTC microsecond timestamps."""
+    typ = pa.timestamp("us", tz="UTC")
+    if pa.types.is_timestamp(column.type):
+        if column.type.tz is None:
+            return pc.assume_timezone(column.cast(pa.timestamp("us")), "UTC")
+        return column.cast(typ)
+    if pa.types.is_date(column.type):
+        return pc.assume_timezone(column.cast(pa.timestamp("us")), "UTC")
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        try:
+            return pc.assume_timezone(pc.strptime(column, "%Y-%m-%d", "us", error_is_null=False), "UTC")
+        except pa.ArrowInvalid:
+            pass
+        try:
+            return column.cast(typ)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    raise DatasetError(f"column {name!r} ({column.type}) is not a date or datetime")
+
+
+def add_date_parts(table: pa.Table, time_column: str | None) -> pa.Table:
+    """Replace every date column by date parts: ``<col>_month`` (1-12), ``<col>_weekday``
+    (0 = Monday) and, for dates other than the time column, ``<col>_age_days`` = days from
+    that date to the row's time (the age of an account or a first visit when the row is
+    dated; point-in-time, so it can be computed the same way at scoring). The time column
+    itself stays (as UTC timestamps) for the split and is not a feature."""
+    names = date_columns(table)
+    if time_column is not None:
+        table = table.set_column(
+            table.column_names.index(time_column),
+            time_column,
+            as_timestamp(table.column(time_column), time_column),
+        )
+        names = [n for n in names if n != time_column]
+    when = table.column(time_column) if time_column else None
+    for name in [*([time_column] if time_column else []), *names]:
+        ts = as_timestamp(table.column(name), name)
+        parts = {
+            f"{name}_month": pc.month(ts).cast(pa.int8()),
+            f"{name}_weekday": pc.day_of_week(ts).cast(pa.int8()),
+        }
+        if when is not None and name != time_column:
+            micros = pc.subtract(when.cast(pa.int64()), ts.cast(pa.int64()))
+            parts[f"{name}_age_days"] = pc.divide(micros.cast(pa.float64()), 86_400e6)
+        for part, values in parts.items():
+            if part in table.column_names:
+                raise DatasetError(f"date part {part!r} clashes with an existing column")
+            table = table.append_column(part, values)
+        if name != time_column:
+            table = table.drop_columns([name])
+    return table
+
+
+def ordered_split(
+    table: pa.Table, time_column: str, fractions: tuple[float, float, float, float] = (0.6, 0.15, 0.1, 0.15)
+) -> Split:
+    """Split rows by their time: oldest train, then validation, calibration, newest test.
+
+    Rows of one instant stay in one part. Fails, naming the part, when a part is empty or
+    holds one class only, and when the time column has empty cells.
+    """
+    col = table.column(time_column)
+    if col.null_count:
+        raise DatasetError(f"time column {time_column!r}: {col.null_count} rows have no time")
+    t = col.cast(pa.int64()).to_numpy()
+    order = np.argsort(t, kind="stable")
+    ts = t[order]
+    bounds = np.cumsum(fractions) / sum(fractions)
+    cuts = []
+    for b in bounds[:-1]:
+        k = round(b * len(ts))
+        k = int(np.searchsorted(ts, ts[min(k, len(ts) - 1)], side="left")) if k < len(ts) else len(ts)
+        cuts.append(k)
+    edges = [0, *cuts, len(ts)]
+    names = ("train", "valid", "calib", "test")
+    pieces, windows = [], {}
+    for k, name in enumerate(names):
+        rows = order[edges[k] : edges[k + 1]]
+        if rows.size == 0:
+            raise DatasetError(
+                f"time split on {time_column!r}: the {name} part is empty (too few distinct times)"
+            )
+        part = table.take(pa.array(np.sort(rows)))
+        y = labels(part)
+        first = pc.min(part.column(time_column)).as_py()
+        last = pc.max(part.column(time_column)).as_py()
+        windows[name] = f"{first.isoformat()} .. {last.isoformat()}"
+        if y.sum() == 0 or y.sum() == len(y):
+            raise DatasetError(f"time split: the {name} part ({windows[name]}) holds only one class")
+        pieces.append(part)
+    return Split(*pieces, kind="time", windows=windows)
+
+
+def table_digest(table: pa.Table) -> str:
+    """SHA-256 of a table's content (Arrow IPC stream of its rows in order): the same rows,
+    columns and types give the same digest whatever file they came from."""
+    import hashlib
+
+    import pyarrow.ipc as ipc
+
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def digest_dir(path: Path | str) -> str:
+    """SHA-256 over the ``part-*.parquet`` files of a lake partition, in name order: the
+    digest the lake's manifest records, recomputed from what is on disk now."""
+    import hashlib
+
+    files = sorted(Path(path).glob("part-*.parquet"))
+    if not files:
+        raise DatasetError(f"no data files in {path}")
+    h = hashlib.sha256()
+    for file in files:
+        h.update(file.read_bytes())
+    return h.hexdigest()
 
 
 def digest_file(path: Path | str) -> str:

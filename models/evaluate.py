@@ -9,12 +9,11 @@ enough rows and conversions to mean something; the *gap* of a dimension is the o
 minus its worst segment's AUC, and the largest gap across dimensions is flagged (a model that
 works for the average lead but fails one region is a fairness and a business problem).
 
-Leakage audit, run on the training part before training: a feature is flagged when it
-separates the classes on its own suspiciously well (single-feature ROC AUC above 0.9 by
-default; categories scored by their training conversion rate), or when it is mostly filled
-in only for converters (of the rows where it is filled, at least 80% converted, while the
-base rate is far lower): that is what a field set by sales after a conversion looks like.
-Flagged features are excluded from training unless allowlisted.
+Segments are the four CRM dimensions by default, or any categorical columns the user names
+(``--segment COL``); a dimension without a segment big enough to evaluate is *not measured*
+(absent from the gaps), never a gap of 0.
+
+The leakage audit lives in :mod:`models.leakage` (re-exported here).
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from models.dataset import FeatureEncoder
+from models.leakage import LeakageFinding, leakage_audit  # noqa: F401  (re-exported)
 
 SEGMENT_DIMENSIONS: dict[str, str] = {
     "industry": "industry",
@@ -35,6 +34,8 @@ SEGMENT_DIMENSIONS: dict[str, str] = {
     "company_size": "size_band",
 }
 TOP_SHARES = (0.05, 0.10, 0.20)
+#: A user-named segment column with more distinct values than this is not a segment.
+MAX_SEGMENTS = 50
 
 
 def fast_auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -150,7 +151,13 @@ def segment_metrics(
     overall = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
     table: dict[str, list[dict[str, Any]]] = {}
     gaps: dict[str, float] = {}
-    largest: dict[str, Any] = {"dimension": None, "segment": None, "gap": 0.0, "flagged": False}
+    largest: dict[str, Any] = {
+        "dimension": None,
+        "segment": None,
+        "gap": 0.0,
+        "flagged": False,
+        "measured": False,
+    }
     for dim, values in segments.items():
         rows = []
         values = np.asarray(values, dtype=object)
@@ -174,6 +181,7 @@ def segment_metrics(
         if aucs and not np.isnan(overall):
             worst_auc, worst = min(aucs)
             gaps[dim] = overall - worst_auc
+            largest["measured"] = True
             if gaps[dim] > largest["gap"]:
                 largest = {
                     "dimension": dim,
@@ -182,6 +190,7 @@ def segment_metrics(
                     "segment_auc": worst_auc,
                     "overall_auc": overall,
                     "flagged": True,
+                    "measured": True,
                 }
     return table, gaps, largest
 
@@ -199,83 +208,43 @@ def segment_values(
     return out
 
 
+def user_segments(table: pa.Table, columns: Sequence[str]) -> dict[str, str]:
+    """Segment dimensions for the columns a user named (``--segment COL``); a column that is
+    absent or has too many distinct values to be a segment is an error naming it."""
+    import pyarrow.compute as pc
+
+    out = {}
+    for column in columns:
+        if column not in table.column_names:
+            raise ValueError(f"segment column {column!r} is not in the data")
+        distinct = len(pc.unique(table.column(column)))
+        if distinct > MAX_SEGMENTS:
+            raise ValueError(
+                f"segment column {column!r} has {distinct} distinct values (at most {MAX_SEGMENTS}): "
+                f"not a categorical column"
+            )
+        out[column] = column
+    return out
+
+
 def evaluate(
-    y: np.ndarray, p: np.ndarray, table: pa.Table, *, min_rows: int = 200, min_positives: int = 10
+    y: np.ndarray,
+    p: np.ndarray,
+    table: pa.Table,
+    *,
+    min_rows: int = 200,
+    min_positives: int = 10,
+    segments: Sequence[str] | None = None,
 ) -> Evaluation:
-    """Full evaluation of probabilities ``p`` for the rows of ``table`` (labels ``y``)."""
+    """Full evaluation of probabilities ``p`` for the rows of ``table`` (labels ``y``).
+
+    ``segments`` names the segment columns (default: the CRM dimensions present)."""
     y = np.asarray(y).astype(int)
+    dims = user_segments(table, segments) if segments else SEGMENT_DIMENSIONS
     seg, gaps, largest = segment_metrics(
-        y, p, segment_values(table), min_rows=min_rows, min_positives=min_positives
+        y, p, segment_values(table, dims), min_rows=min_rows, min_positives=min_positives
     )
     return Evaluation(binary_metrics(y, p), deciles(y, p), seg, gaps, largest)
-
-
-# ---- leakage audit --------------------------------------------------------------------------
-@dataclass
-class LeakageFinding:
-    feature: str
-    single_auc: float
-    filled_share: float
-    positive_share_when_filled: float
-    flagged: bool
-    rule: str | None
-    excluded: bool
-
-
-def leakage_audit(
-    X: np.ndarray,
-    y: np.ndarray,
-    encoder: FeatureEncoder,
-    *,
-    max_single_auc: float = 0.9,
-    max_positive_share_when_filled: float = 0.8,
-    allowlist: Sequence[str] = (),
-) -> list[LeakageFinding]:
-    """Single-feature AUC and fill-after-conversion check for every feature (see module doc)."""
-    y = np.asarray(y).astype(int)
-    base = float(y.mean())
-    out = []
-    for j, name in enumerate(encoder.features):
-        x = X[:, j]
-        filled = ~np.isnan(x)
-        if name in encoder.categories:
-            codes = np.where(filled, x, len(encoder.categories[name])).astype(int)
-            n = np.bincount(codes, minlength=len(encoder.categories[name]) + 1)
-            pos = np.bincount(codes, weights=y, minlength=len(n))
-            score = (pos + base) / (n + 1.0)  # smoothed conversion rate of the category
-            s = score[codes]
-            unknown = [i for i, c in enumerate(encoder.categories[name]) if c == "unknown"]
-            if unknown:
-                filled &= codes != unknown[0]
-        else:
-            s = np.where(filled, x, np.nanmedian(x) if filled.any() else 0.0)
-        auc = fast_auc(y, s) if 0 < y.sum() < len(y) and np.ptp(s) > 0 else 0.5
-        auc = max(auc, 1.0 - auc)
-        filled_share = float(filled.mean())
-        pos_when_filled = float(y[filled].mean()) if filled.sum() >= 20 else float("nan")
-        rule = None
-        if auc > max_single_auc:
-            rule = f"single-feature AUC {auc:.3f} > {max_single_auc}"
-        elif (
-            not np.isnan(pos_when_filled)
-            and filled_share < 0.5
-            and base < 0.5
-            and pos_when_filled >= max_positive_share_when_filled
-        ):
-            rule = f"filled mostly for converters ({pos_when_filled:.0%} of filled rows converted, base {base:.1%})"
-        flagged = rule is not None
-        out.append(
-            LeakageFinding(
-                name,
-                auc,
-                filled_share,
-                pos_when_filled,
-                flagged,
-                rule,
-                flagged and name not in set(allowlist),
-            )
-        )
-    return out
 
 
 # ---- the oracle (simulated worlds only) -----------------------------------------------------------

@@ -1,10 +1,15 @@
 """The MLflow registry: versions, @challenger/@champion aliases, the gate, rollback and the audit log.
 
 * A registered version becomes ``@challenger``.
-* :func:`gate` promotes it to ``@champion`` only when (in this order) its ECE on the newest
-  holdout is within ``max_ece``, its largest segment AUC gap within ``max_segment_gap``, and
-  it beats the current champion's ROC AUC *on the same holdout* by at least ``margin`` (or
-  there is no champion). The first failing rule refuses it.
+* :func:`gate` promotes it to ``@champion`` only when (in this order) it uses no column the
+  leakage audit flagged (one kept with ``--keep`` refuses it), its audit found no more
+  leakage than the champion's (the AUC it may owe to suspect columns, see
+  :meth:`models.leakage.AuditResult.suspect_auc`, at most ``max_leakage_increase`` above the
+  champion's), its ECE on the newest holdout is within ``max_ece``, its largest segment AUC
+  gap within ``max_segment_gap``, and it beats the current champion's ROC AUC *on the same
+  holdout* by at least ``margin`` (or there is no champion). The first failing rule refuses
+  it. A refusal that leaves no champion, or one for leakage, is an error for the caller
+  (:attr:`GateDecision.exit_code` 1) and its message says how to proceed.
 * Every decision (registered, promoted, refused, rollback, forced, cold start) is written as
   tags on the model version (``prox.decision``, ``prox.decision.rule``, ``.numbers``, ``.by``,
   ``.at``) and appended to an append-only JSON-lines audit log under the data directory
@@ -42,6 +47,11 @@ class GateConfig:
     margin: float = 0.002  # challenger ROC AUC - champion ROC AUC on the same holdout
     max_ece: float = 0.03
     max_segment_gap: float = 0.15
+    max_leakage_increase: float = 0.005  # suspect AUC of the challenger - the champion's
+
+
+#: Rules whose refusal is an error for the caller even when a champion keeps serving.
+LEAKAGE_RULES = ("leakage_flagged_column", "leakage_vs_champion")
 
 
 @dataclass
@@ -50,9 +60,19 @@ class GateDecision:
     rule: str  # which rule decided
     numbers: dict[str, Any]
     message: str
+    first_model: bool = False  # there was no champion before this decision
+
+    @property
+    def exit_code(self) -> int:
+        """0 when promoted, or refused while a champion keeps serving for an ordinary reason
+        (not better, calibration, segment gap); 1 when refused for leakage or when the refusal
+        leaves no champion at all."""
+        if self.promoted:
+            return 0
+        return 1 if self.first_model or self.rule in LEAKAGE_RULES else 0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "exit_code": self.exit_code}
 
 
 # ---- plumbing -------------------------------------------------------------------------------------
@@ -242,10 +262,35 @@ def set_challenger(
     )
 
 
+def _first_model_hint(rule: str) -> str:
+    fixes = {
+        "calibration": "more rows for calibration (more data, or --calibration sigmoid on small data) "
+        "or a deliberate --max-ece",
+        "segment_gap": "a model that serves the weak segment better, or a deliberate --max-segment-gap",
+        "leakage_flagged_column": "retraining without --keep",
+        "leakage_vs_champion": "retraining without the suspect columns (--exclude COL)",
+    }
+    return (
+        " There is no champion yet, so no model scores leads until one is promoted: fix it by "
+        f"{fixes.get(rule, 'retraining')} and train again, or promote this version by hand with "
+        "`prox promote <version> --force --reason TEXT`."
+    )
+
+
 def decide(
-    challenger: Mapping[str, float], champion: Mapping[str, float] | None, config: GateConfig
+    challenger: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    config: GateConfig,
+    *,
+    leakage: Mapping[str, Any] | None = None,
+    champion_leakage: Mapping[str, Any] | None = None,
 ) -> GateDecision:
-    """The gate's rules on the challenger's and the champion's figures on the same holdout."""
+    """The gate's rules on the challenger's and the champion's figures on the same holdout.
+
+    ``leakage`` / ``champion_leakage`` are the audits' summaries
+    (:meth:`models.leakage.AuditResult.summary`: ``kept``, ``suspect``, ``suspect_auc``);
+    None when not recorded (a version trained before the audit kept one)."""
+    first = champion is None
     numbers: dict[str, Any] = {
         "challenger_auc": challenger.get("roc_auc"),
         "challenger_ece": challenger.get("ece"),
@@ -255,22 +300,49 @@ def decide(
         "margin": config.margin,
         "max_ece": config.max_ece,
         "max_segment_gap": config.max_segment_gap,
+        "max_leakage_increase": config.max_leakage_increase,
     }
+
+    def refuse(rule: str, message: str) -> GateDecision:
+        text = f"refused: {message}" + ("." + _first_model_hint(rule) if first else "")
+        return GateDecision(False, rule, numbers, text, first)
+
+    if leakage is not None:
+        kept = list(leakage.get("kept") or [])
+        numbers.update(
+            {
+                "leakage_kept": kept,
+                "leakage_suspect": list(leakage.get("suspect") or []),
+                "leakage_suspect_auc": leakage.get("suspect_auc"),
+            }
+        )
+        if kept:
+            return refuse(
+                "leakage_flagged_column",
+                f"the model uses {', '.join(kept)}, flagged by the leakage audit (kept with --keep); "
+                "a model that sees the outcome cannot be the champion",
+            )
+        if champion_leakage is not None:
+            mine = float(leakage.get("suspect_auc") or 0.0)
+            theirs = float(champion_leakage.get("suspect_auc") or 0.0)
+            numbers["champion_leakage_suspect_auc"] = theirs
+            if mine > theirs + config.max_leakage_increase:
+                return refuse(
+                    "leakage_vs_champion",
+                    f"its audit found more leakage than the champion's: suspect column(s) "
+                    f"{', '.join(leakage.get('suspect') or []) or 'none'} worth {mine:.4f} AUC vs "
+                    f"{theirs:.4f} (limit +{config.max_leakage_increase})",
+                )
     ece = float(challenger.get("ece", 1.0))
     if not ece <= config.max_ece:
-        return GateDecision(
-            False, "calibration", numbers, f"refused: ECE {ece:.4f} exceeds the limit {config.max_ece}"
-        )
+        return refuse("calibration", f"ECE {ece:.4f} exceeds the limit {config.max_ece}")
     gap = float(challenger.get("largest_segment_gap", 0.0))
     if not gap <= config.max_segment_gap:
-        return GateDecision(
-            False,
-            "segment_gap",
-            numbers,
-            f"refused: largest segment AUC gap {gap:.4f} exceeds the limit {config.max_segment_gap}",
+        return refuse(
+            "segment_gap", f"largest segment AUC gap {gap:.4f} exceeds the limit {config.max_segment_gap}"
         )
     if champion is None:
-        return GateDecision(True, "no_champion", numbers, "promoted: there is no champion yet")
+        return GateDecision(True, "no_champion", numbers, "promoted: there is no champion yet", True)
     delta = float(challenger["roc_auc"]) - float(champion["roc_auc"])
     numbers["auc_delta"] = delta
     if delta >= config.margin:
@@ -281,11 +353,9 @@ def decide(
             f"promoted: ROC AUC {challenger['roc_auc']:.4f} beats the champion's "
             f"{champion['roc_auc']:.4f} by {delta:+.4f} >= {config.margin}",
         )
-    return GateDecision(
-        False,
+    return refuse(
         "margin",
-        numbers,
-        f"refused: ROC AUC {challenger['roc_auc']:.4f} vs the champion's {champion['roc_auc']:.4f} "
+        f"ROC AUC {challenger['roc_auc']:.4f} vs the champion's {champion['roc_auc']:.4f} "
         f"({delta:+.4f}) does not beat it by the margin {config.margin}",
     )
 
@@ -433,11 +503,45 @@ def audit_report(mlflow_client: Any, data_dir: Path, model_name: str, version: s
             },
         },
         "training_set_digest": tags.get("prox.training_set_digest"),
+        "training_set_check": check_training_set(
+            tags.get("prox.training_set_path"), tags.get("prox.training_set_digest")
+        ),
+        "leakage": {
+            k.removeprefix("prox.leakage_"): v
+            for k, v in tags.items()
+            if k.startswith("prox.leakage_") and k != "prox.leakage_summary"
+        },
         "metrics": {k: v for k, v in sorted(run.data.metrics.items()) if k.startswith("test.")},
         "winner": tags.get("prox.winner"),
         "decisions": read_audit(data_dir, model_name, str(version)),
         "version_tags": {k: v for k, v in (mv.tags or {}).items() if k.startswith("prox.")},
     }
+
+
+def check_training_set(path: str | None, recorded: str | None) -> dict[str, Any]:
+    """Recompute the fingerprint of a version's training set from what is on disk now and
+    compare it with the one recorded at training (``matches`` None when it cannot be checked)."""
+    from models.dataset import DatasetError, digest_dir
+
+    out: dict[str, Any] = {"path": path, "recorded": recorded, "on_disk": None, "matches": None}
+    if not path or not recorded:
+        out["status"] = "not recorded"
+        return out
+    if not Path(path).is_dir():
+        out["status"] = "missing: the training set is no longer on disk"
+        return out
+    try:
+        out["on_disk"] = digest_dir(path)
+    except DatasetError as exc:
+        out["status"] = f"unreadable: {exc}"
+        return out
+    out["matches"] = out["on_disk"] == recorded
+    out["status"] = (
+        "matches"
+        if out["matches"]
+        else "DIFFERS: the files on disk are not the ones this version was trained on"
+    )
+    return out
 
 
 def format_audit(report: Mapping[str, Any]) -> str:
@@ -450,11 +554,18 @@ def format_audit(report: Mapping[str, Any]) -> str:
     if report["airflow"]:
         lines.append("  airflow " + ", ".join(f"{k}={v}" for k, v in sorted(report["airflow"].items())))
     lines.append(f"data lineage (training set sha256 {report.get('training_set_digest')}):")
+    check = report.get("training_set_check") or {}
+    if check:
+        lines.append(f"  training set on disk: {check.get('status')} ({check.get('path')})")
     for d in report["datasets"]:
         lines.append(f"  [{d['context']}] {d['name']}  digest {d['digest']}")
     lines.append("validation (Great Expectations):")
     for k, v in sorted(report["validation"].items()):
         lines.append(f"  {k}: {v}")
+    if report.get("leakage"):
+        lines.append("leakage audit:")
+        for k, v in sorted(report["leakage"].items()):
+            lines.append(f"  {k}: {v}")
     lines.append("test metrics:")
     for k, v in report["metrics"].items():
         lines.append(f"  {k} = {v:.4f}")

@@ -6,7 +6,7 @@ the registry logs under ``plots/``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,48 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def leakage_section(
+    findings: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The card's leakage lines: each flagged column with the evidence that fired and what was
+    done with it (excluded, or kept with --keep), then columns showing a signature that did
+    not amount to a flag."""
+    lines = []
+    flagged = [f for f in findings if f.get("flagged")]
+    for f in flagged:
+        action = (
+            "**kept (--keep): the gate will not promote this model**"
+            if f.get("kept") or not f.get("excluded", True)
+            else "excluded"
+        )
+        lines.append(f"- `{f['feature']}` -> {action}")
+        fired = [e for e in f.get("evidence") or [] if e.get("fired")]
+        if fired:
+            for e in fired:
+                lines.append(f"  - {e['check']}: {e['detail']}")
+        else:
+            lines.append(f"  - {f.get('rule')}")
+    suspect = [
+        f
+        for f in findings
+        if not f.get("flagged")
+        and not f.get("point_in_time")
+        and any(e.get("fired") and e.get("kind") == "signature" for e in f.get("evidence") or [])
+    ]
+    for f in suspect:
+        fired = "; ".join(e["detail"] for e in f["evidence"] if e.get("fired"))
+        lines.append(f"- `{f['feature']}` (watched, not flagged): {fired}")
+    if not flagged:
+        lines.insert(
+            0,
+            "No feature flagged (checks: single-feature AUC, filled mostly for converters, missingness, "
+            "values converting far from the base rate, gain share, AUC drop without it).",
+        )
+    if summary and summary.get("suspect_auc"):
+        lines.append(f"- AUC the model may owe to watched or kept columns: {summary['suspect_auc']:.4f}")
+    return lines
+
+
 def model_card(
     *,
     model_name: str,
@@ -118,8 +160,15 @@ def model_card(
     code_version: str,
     importance: Mapping[str, float],
     flat_file: bool,
+    time_column: str | None = None,
+    segment_columns: Sequence[str] | None = None,
+    leakage_summary: Mapping[str, Any] | None = None,
 ) -> str:
-    """The model card: what it is for, on what data, how good, where it is weaker, its limits."""
+    """The model card: what it is for, on what data, how good, where it is weaker, its limits.
+
+    ``split['kind']`` says whether the holdout is the newest data (``time``) or a random
+    part (``stratified``); the card never calls a random holdout "newest"."""
+    timed = split.get("kind") == "time"
     lines = [
         f"# Model card: {model_name} ({kind})",
         "",
@@ -128,10 +177,17 @@ def model_card(
         "## Intended use",
         "",
     ]
-    if flat_file:
+    if flat_file and timed:
+        lines += [
+            "A model of the label column of a flat file, for exploration. Rows are ordered by the time",
+            f"column `{time_column}`: the oldest train, the newest are the test holdout.",
+            "",
+        ]
+    elif flat_file:
         lines += [
             "A model of the label column of a flat file, for exploration. The file has no time column,",
-            "so the split is random and the figures are optimistic if the data drifts over time.",
+            "so the split is random (not by time) and the figures are optimistic if the data drifts",
+            "over time. Name a date column with `--time-column` for a time-based split.",
             "",
         ]
     else:
@@ -157,7 +213,9 @@ def model_card(
         lines.append(f"| {part} | {d.get('rows')} | {d.get('positives')} | {window} |")
     lines += [
         "",
-        "## Metrics on the test holdout (newest data)",
+        "## Metrics on the test holdout (newest data)"
+        if timed
+        else "## Metrics on the test holdout (random part)",
         "",
         "| metric | model | logistic baseline |",
         "|---|---:|---:|",
@@ -182,17 +240,26 @@ def model_card(
             f"Oracle (simulated ground truth) ROC AUC on the same rows: {oracle['oracle_auc']:.4f}; "
             f"model {oracle['model_auc_on_oracle_rows']:.4f}; gap {oracle['oracle_gap']:.4f}.",
         ]
-    lines += [
-        "",
-        "## Segments",
-        "",
-        "Gap = overall ROC AUC minus the worst segment's (segments with enough rows).",
-        "",
-        "| dimension | gap |",
-        "|---|---:|",
-    ]
-    for dim, gap in segment_gaps.items():
-        lines.append(f"| {dim} | {gap:.4f} |")
+    lines += ["", "## Segments", ""]
+    named = list(segment_columns or [])
+    if segment_gaps:
+        lines += [
+            "Gap = overall ROC AUC minus the worst segment's (segments with enough rows).",
+            "",
+            "| dimension | gap |",
+            "|---|---:|",
+        ]
+        for dim, gap in segment_gaps.items():
+            lines.append(f"| {dim} | {gap:.4f} |")
+        for dim in named:
+            if dim not in segment_gaps:
+                lines.append(f"| {dim} | not measured |")
+    elif named:
+        lines.append(
+            f"Segment gap not measured: no segment of {', '.join(named)} had enough rows and conversions."
+        )
+    else:
+        lines.append("Segment gap not measured: no segment column (name one with `--segment COL`).")
     if largest_gap.get("flagged"):
         lines += [
             "",
@@ -212,23 +279,25 @@ def model_card(
     lines += ["", "## Most important features (mean |SHAP|)", ""]
     for name, value in sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:10]:
         lines.append(f"- `{name}`: {value:.4f}")
-    flagged = [f for f in leakage if f.get("flagged")]
     lines += ["", "## Leakage audit", ""]
-    if flagged:
-        for f in flagged:
-            lines.append(
-                f"- `{f['feature']}`: {f['rule']} -> {'excluded' if f['excluded'] else 'kept (allowlisted)'}"
-            )
-    else:
-        lines.append("No feature flagged (single-feature AUC and fill-after-conversion checks).")
+    lines += leakage_section(leakage, leakage_summary)
     lines += [
         "",
         "## Limitations",
         "",
         "- Trained on the leads the CRM recorded; leads never entered, or whose engagement is not tracked,",
         "  are invisible to it. Profile fields are taken as extracted (the CRMs keep no history of them).",
-        "- Probabilities are calibrated on a slice older than the holdout; a shift in lead mix after that",
-        "  slice degrades calibration first (the gate checks ECE on the newest data).",
+        *(
+            [
+                "- Probabilities are calibrated on a slice older than the holdout; a shift in lead mix after",
+                "  that slice degrades calibration first (the gate checks ECE on the newest data).",
+            ]
+            if timed
+            else [
+                "- Parts are random rows, not time slices: calibration and every figure assume tomorrow's",
+                "  leads look like the file's; nothing here measured how the model ages.",
+            ]
+        ),
         "- Segments with few conversions are not evaluated separately and may be served worse.",
         "- Reasons are the model's contributions phrased in words: they explain the score, not causation.",
     ]

@@ -174,14 +174,25 @@ def train_lightgbm(
     rng = np.random.default_rng(config.seed)
     cats = encoder.categorical_indices
     names = [f.replace(" ", "_") for f in encoder.features]
-    train_set = lgb.Dataset(
-        X_train,
-        y_train,
-        feature_name=names,
-        categorical_feature=cats,
-        free_raw_data=False,
-        params={"max_bin": 255, "verbose": -1},
-    )
+    # One Dataset per (max_bin, min_data_in_leaf): both are fixed when LightGBM bins the data
+    # (feature_pre_filter drops features that cannot split with that many rows per leaf), so
+    # reusing one Dataset for a trial with a smaller min_data_in_leaf makes LightGBM print
+    # "[Fatal] Reducing min_data_in_leaf with feature_pre_filter=true" and rebuild it anyway.
+    datasets: dict[tuple[int, int], Any] = {}
+
+    def dataset_for(sampled: dict[str, Any]) -> Any:
+        key = (int(sampled["max_bin"]), int(sampled["min_data_in_leaf"]))
+        if key not in datasets:
+            datasets[key] = lgb.Dataset(
+                X_train,
+                y_train,
+                feature_name=names,
+                categorical_feature=cats,
+                free_raw_data=False,
+                params={"max_bin": key[0], "min_data_in_leaf": key[1], "verbose": -1},
+            )
+        return datasets[key]
+
     started = time.monotonic()
     trials: list[dict[str, Any]] = []
     done: list[tuple[float, int, Any, dict[str, Any]]] = []  # (score, explain cost, booster, params)
@@ -201,17 +212,8 @@ def train_lightgbm(
             "first_metric_only": True,
             **sampled,
         }
-        if sampled["max_bin"] != 255:  # max_bin is a Dataset parameter: build a matching one
-            dataset = lgb.Dataset(
-                X_train,
-                y_train,
-                feature_name=names,
-                categorical_feature=cats,
-                params={"max_bin": sampled["max_bin"], "verbose": -1},
-            )
-        else:
-            dataset = train_set
-        valid_set = lgb.Dataset(X_valid, y_valid, reference=dataset)
+        dataset = dataset_for(sampled)
+        valid_set = lgb.Dataset(X_valid, y_valid, reference=dataset, params=dataset.params)
         t0 = time.monotonic()
         booster = lgb.train(
             params,

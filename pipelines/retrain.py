@@ -1,7 +1,8 @@
 """The retraining run in steps shared by the DAG (one task each) and the CLI (all in a row).
 
 1. :func:`build_training_set` - snapshots of the canonical tables -> stacked features + labels,
-   written to the lake (``features/training_set``) with its content digest.
+   written to the lake (``features/training_set/source=<s>/run=<key>-<content digest>``, see
+   :func:`write_training_set`: never over another run's training set).
 2. :func:`validate_training_set` - the GX ``features`` suite on it; a critical failure stops.
 3. :func:`train` - opens the MLflow run: lineage, validation evidence, cold-start check,
    leakage audit, LightGBM search + logistic baseline, calibration; bundles on disk.
@@ -9,7 +10,8 @@
    and tier cut-offs, plots, model card.
 5. :func:`register` - the winner as an MLflow model (signature, input example), a new
    registered version, ``@challenger``.
-6. :func:`gate` - champion vs challenger on the same holdout; promote or refuse, recorded.
+6. :func:`gate` - champion vs challenger on the same holdout, leakage audits compared
+   (:func:`models.registry.decide`); promote or refuse, recorded, with an ``exit_code``.
 
 Every step takes and returns small JSON-able dicts (paths, ids, figures), never tables, so
 the DAG passes them through XCom; each re-reads what it needs from the lake or MLflow.
@@ -19,12 +21,14 @@ from the simulated world (``source="world"``); ``"auto"`` takes the lake when it
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import tempfile
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,15 +36,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from features.lake import Lake, Partition, latest_per_key
+from features.lake import Lake, latest_per_key
 from models import coldstart
 from models.dataset import (
     LABEL,
+    MISSING_TOKENS,
     FeatureEncoder,
     Split,
     digest_file,
     labels,
+    ordered_split,
     stratified_split,
+    table_digest,
     time_split,
 )
 from models.registry import GateConfig
@@ -73,8 +80,14 @@ class RunOptions:
     #: and the purged validation agrees with the test (0.918 / 0.917). <= 0 turns it off.
     embargo_days: float = 1.0
     exclude_features: tuple[str, ...] = ()
+    #: Columns the leakage audit flags but the user keeps (``--keep``): recorded on the run
+    #: and the card, and the gate will not promote a model that uses one.
     leakage_allowlist: tuple[str, ...] = ()
     max_single_auc: float = 0.9
+    #: Quick-model checks of the audit (gain share, AUC drop without the column).
+    leakage_model_checks: bool = True
+    #: Segment columns for the fairness check (``--segment``); empty: the CRM dimensions present.
+    segments: tuple[str, ...] = ()
     min_leads: int = coldstart.MIN_LEADS
     min_conversions: int = coldstart.MIN_CONVERSIONS
     segment_min_rows: int = 200
@@ -134,9 +147,7 @@ def _world_inputs(settings: Settings, directory: Path) -> Inputs:
     for name, table in (("raw_leads", raw), ("activities", activities), ("status_history", history)):
         path = directory / WORLD_FILES[name]
         sources[name] = {"path": str(path), "digest": digest_file(path), "rows": table.num_rows}
-    return Inputs(
-        leads, activities, history, end - dt.timedelta(days=days), end, sources, str(directory)
-    )
+    return Inputs(leads, activities, history, end - dt.timedelta(days=days), end, sources, str(directory))
 
 
 def _lake_inputs(lake: Lake) -> Inputs:
@@ -187,10 +198,47 @@ def snapshot_plan(
 
 
 # ---- 1. training set ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetrainConfig:
+    """The model, run and gate settings of one retraining run, made in one place from the DAG's
+    params (each task rebuilds the same object from the same params)."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    options: RunOptions = field(default_factory=RunOptions)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> RetrainConfig:
+        return cls(
+            train=TrainConfig(
+                max_trials=int(params["max_trials"]),
+                time_budget_s=float(params["time_budget_s"]),
+                seed=int(params["seed"]),
+                num_threads=int(params["num_threads"]),
+                max_num_leaves=int(params["max_num_leaves"]),
+                max_depth=int(params["max_depth"]),
+            ),
+            options=RunOptions(
+                every_days=int(params["every_days"]),
+                lookback_days=int(params["lookback_days"]),
+                exclude_features=tuple(params["exclude_features"]),
+                min_leads=int(params["min_leads"]),
+                min_conversions=int(params["min_conversions"]),
+                segment_min_rows=int(params["segment_min_rows"]),
+            ),
+            gate=GateConfig(
+                margin=float(params["margin"]),
+                max_ece=float(params["max_ece"]),
+                max_segment_gap=float(params["max_segment_gap"]),
+            ),
+        )
+
+
 def build_training_set(
     settings: Settings, run_date: dt.date, *, source: str = "auto", options: RunOptions | None = None
 ) -> dict[str, Any]:
-    """Stack point-in-time snapshots with labels into ``features/training_set`` of ``run_date``."""
+    """Stack point-in-time snapshots with labels into ``features/training_set`` (keyed by
+    ``run_date`` and the content digest, :func:`write_training_set`)."""
     from features.labels import build_training_set as stack
 
     options = options or RunOptions()
@@ -218,10 +266,9 @@ def build_training_set(
         observed_until=until,
     )
     name = "world" if inputs.world_dir else "lake"
-    lake = Lake(settings.lake_dir)
-    part = Partition("features", TRAINING_TABLE, name, run_date)
-    path = lake.write(table, part, table_name="")
-    manifest = lake.manifest(part)
+    # keyed by run date and content: a rerun on the same data reuses the folder, new data gets
+    # its own, and no run ever rewrites the training set of a registered version
+    path, manifest = write_training_set(settings, table, name, run_date.isoformat())
     quality = {}
     for r in reports:
         quality[r.as_of] = {
@@ -232,6 +279,7 @@ def build_training_set(
     return {
         "path": str(path),
         "digest": manifest["sha256"],
+        "content_digest": manifest["content_sha256"],
         "rows": table.num_rows,
         "source": name,
         "run_date": run_date.isoformat(),
@@ -245,21 +293,97 @@ def build_training_set(
     }
 
 
+def write_training_set(
+    settings: Settings, table: pa.Table, source: str, run_key: str
+) -> tuple[Path, dict[str, Any]]:
+    """Write a training set under its own folder ``features/training_set/source=<source>/
+    run=<run_key>-<content digest>``, atomically, never over another's.
+
+    The folder name carries the content digest (:func:`models.dataset.table_digest`), so the
+    same rows written again (a rerun) land in the same folder, which is kept as it is, and
+    different rows can never replace it. ``_manifest.json`` records the SHA-256 of the Parquet
+    files (what ``prox audit`` recomputes) and of the content."""
+    import hashlib
+    import os
+    import shutil
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    content = table_digest(table)
+    parent = Path(settings.lake_dir) / "features" / TRAINING_TABLE / f"source={source}"
+    final = parent / f"run={run_key}-{content[:16]}"
+    manifest_path = final / "_manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("content_sha256") == content:
+            return final, manifest
+        raise RetrainError(f"training set {final} exists with other content; refusing to overwrite it")
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = parent / f".{final.name}.tmp-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        file = staging / "part-00000.parquet"
+        pq.write_table(table, file, compression="zstd")
+        manifest = {
+            "table": TRAINING_TABLE,
+            "source": source,
+            "run_key": run_key,
+            "rows": table.num_rows,
+            "files": [file.name],
+            "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+            "content_sha256": content,
+        }
+        (staging / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        try:
+            os.rename(staging, final)  # fails if another writer got there first: keep theirs
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            return final, json.loads(manifest_path.read_text())
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final, manifest
+
+
+def flat_run_key(now: dt.datetime | None = None) -> str:
+    """A training run's key for a flat file: UTC time plus a random suffix (two runs on one
+    file, even in the same second, get two training sets)."""
+    import uuid
+
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+
+
 def flat_training_set(
-    settings: Settings, csv: Path | str, label: str, drop: Sequence[str] = ()
+    settings: Settings,
+    csv: Path | str,
+    label: str,
+    drop: Sequence[str] = (),
+    *,
+    time_column: str | None = None,
+    missing_tokens: Sequence[str] = MISSING_TOKENS,
+    run_key: str | None = None,
 ) -> dict[str, Any]:
-    """A flat file as a training set (stratified split later); written to the lake like the rest."""
-    from models.dataset import read_flat_file
+    """A flat file as a training set, written under its own run key (never over another run's).
+
+    The time column is ``time_column``, else the date/datetime column filled on nearly every
+    row (:func:`models.dataset.detect_time_column`); with one the split is by time and date
+    columns become date parts, without one the split is stratified random."""
+    from models.dataset import add_date_parts, detect_time_column, read_flat_file
 
     csv = Path(csv)
-    table = read_flat_file(csv, label, drop)
+    table = read_flat_file(csv, label, drop, missing_tokens=missing_tokens)
+    time = detect_time_column(table, time_column)
+    table = add_date_parts(table, time)
     stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in csv.stem).lower()
-    lake = Lake(settings.lake_dir)
-    part = Partition("features", TRAINING_TABLE, f"file-{stem}", dt.date(1970, 1, 1))
-    path = lake.write(table, part, table_name="")
+    key = run_key or flat_run_key()
+    path, manifest = write_training_set(settings, table, f"file-{stem}", key)
     return {
         "path": str(path),
-        "digest": lake.manifest(part)["sha256"],
+        "digest": manifest["sha256"],
+        "content_digest": manifest["content_sha256"],
+        "run_key": key,
         "rows": table.num_rows,
         "source": f"file:{csv.name}",
         "run_date": None,
@@ -268,11 +392,20 @@ def flat_training_set(
         "observed_until": None,
         "sources": {csv.name: {"path": str(csv), "digest": digest_file(csv), "rows": table.num_rows}},
         "world_dir": None,
-        "split": "stratified",
+        "flat": True,
+        "split": "ordered" if time else "stratified",
+        "time_column": time,
+        "time_column_detected": time is not None and time_column is None,
         "label": label,
         "dropped": list(drop),
+        "missing_tokens": list(missing_tokens),
         "flat_name": stem,
     }
+
+
+def is_flat(info: Mapping[str, Any]) -> bool:
+    """A flat-file training set (no feature spec, no GX suite)."""
+    return bool(info.get("flat")) or info.get("split") in ("stratified", "ordered")
 
 
 def read_training_set(info: Mapping[str, Any]) -> pa.Table:
@@ -286,6 +419,8 @@ def read_training_set(info: Mapping[str, Any]) -> pa.Table:
 
 
 def make_split(info: Mapping[str, Any], table: pa.Table, options: RunOptions, seed: int) -> Split:
+    if info.get("split") == "ordered":
+        return ordered_split(table, info["time_column"])
     if info.get("split") == "stratified":
         import warnings
 
@@ -302,7 +437,7 @@ def make_split(info: Mapping[str, Any], table: pa.Table, options: RunOptions, se
 # ---- 2. validation ------------------------------------------------------------------------------
 def validate_training_set(settings: Settings, info: Mapping[str, Any], *, run_id: str) -> dict[str, Any]:
     """The GX ``features`` suite on the training set; raises RetrainError on a critical failure."""
-    if info.get("split") == "stratified":
+    if is_flat(info):
         return {
             "dataset": "flat_file",
             "decision": "not_applicable",
@@ -350,16 +485,14 @@ def _start_run(settings: Settings, info: Mapping[str, Any], run_id: str | None =
     client(settings.tracking_uri)
     if run_id:
         return mlflow.start_run(run_id=run_id)
-    use_experiment(
-        settings.tracking_uri, FLAT_EXPERIMENT if info.get("split") == "stratified" else EXPERIMENT
-    )
+    use_experiment(settings.tracking_uri, FLAT_EXPERIMENT if is_flat(info) else EXPERIMENT)
     return mlflow.start_run()
 
 
 def model_name_for(settings: Settings, info: Mapping[str, Any], options: RunOptions) -> str:
     if options.model_name:
         return options.model_name
-    if info.get("split") == "stratified":
+    if is_flat(info):
         return f"prox-file-{info['flat_name']}"
     return settings.model_name
 
@@ -379,7 +512,8 @@ def _log_lineage(info: Mapping[str, Any]) -> None:
             "training_set": {
                 k: info[k]
                 for k in ("path", "digest", "rows", "snapshots", "horizon_days", "observed_until", "source")
-            },
+            }
+            | {k: info[k] for k in ("content_digest", "run_key", "time_column", "split") if k in info},
             "sources": info["sources"],
         },
         "lineage/lineage.json",
@@ -421,7 +555,8 @@ def train(
     import mlflow
 
     from features import spec as feature_spec
-    from models.evaluate import leakage_audit
+    from models.leakage import AuditConfig, without
+    from models.leakage import audit as leakage_audit
     from models.registry import actor, append_audit, code_version
     from models.train import coefficient_table_markdown, train_models
 
@@ -429,6 +564,9 @@ def train(
     options = options or RunOptions()
     model_name = model_name_for(settings, info, options)
     table = read_training_set(info)
+    unknown = [c for c in options.segments if c not in table.column_names]
+    if unknown:
+        raise RetrainError(f"--segment {', '.join(unknown)}: no such column in the training set")
     with _start_run(settings, info) as run:
         run_id = run.info.run_id
         version = code_version()
@@ -456,7 +594,7 @@ def train(
         )
         _log_lineage(info)
         _log_validation(validation)
-        if info["split"] == "time":
+        if not is_flat(info):
             mlflow.log_text(feature_spec.to_markdown(), "feature_spec/feature_spec.md")
             mlflow.log_text(feature_spec.to_json(), "feature_spec/feature_spec.json")
 
@@ -488,27 +626,55 @@ def train(
         split = make_split(info, table, options, config.seed)
         if info["split"] == "time":
             encoder = FeatureEncoder.from_spec(exclude=options.exclude_features)
+            # built from events before the snapshot: only lead fields ("fit") can be edited later
+            point_in_time = [f.name for f in feature_spec.FEATURES if f.family != "fit"]
+            audit_config = AuditConfig.for_crm(
+                max_single_auc=options.max_single_auc, model_checks=options.leakage_model_checks
+            )
         else:
-            encoder = FeatureEncoder.infer(table, exclude=options.exclude_features)
-        findings = leakage_audit(
+            time_column = [info["time_column"]] if info.get("time_column") else []
+            encoder = FeatureEncoder.infer(table, exclude=[*options.exclude_features, *time_column])
+            point_in_time = []
+            audit_config = AuditConfig(
+                missing_tokens=tuple(info.get("missing_tokens") or AuditConfig().missing_tokens),
+                max_single_auc=options.max_single_auc,
+                model_checks=options.leakage_model_checks,
+            )
+        unknown = [c for c in options.leakage_allowlist if c not in encoder.features]
+        if unknown:
+            raise RetrainError(f"--keep {', '.join(unknown)}: no such feature")
+        audited = leakage_audit(
             encoder.transform(split.train),
             labels(split.train),
             encoder,
-            max_single_auc=options.max_single_auc,
-            allowlist=options.leakage_allowlist,
+            config=audit_config,
+            keep=options.leakage_allowlist,
+            point_in_time=point_in_time,
         )
-        excluded = [f.feature for f in findings if f.excluded]
-        mlflow.log_dict(
-            {"findings": [asdict(f) for f in findings], "excluded": excluded}, "leakage/audit.json"
-        )
-        mlflow.log_metric("leakage.flagged", float(sum(f.flagged for f in findings)))
+        excluded = audited.excluded
+        audit_json = audited.to_json()
+        mlflow.log_dict(audit_json, "leakage/audit.json")
+        audit_file = _bundle_root(settings, run_id) / "leakage_audit.json"  # read back by evaluate
+        audit_file.parent.mkdir(parents=True, exist_ok=True)
+        audit_file.write_text(json.dumps(audit_json, sort_keys=True, default=str))
+        mlflow.log_params(audit_config.to_params())
+        mlflow.log_metric("leakage.flagged", float(len(audited.flagged)))
+        mlflow.log_metric("leakage.suspect_auc", float(audited.suspect_auc()))
         if excluded:
             log.warning("leakage audit excluded %s", ", ".join(excluded))
-            encoder = FeatureEncoder(
-                tuple(f for f in encoder.features if f not in excluded),
-                {k: v for k, v in encoder.categories.items() if k not in excluded},
-            )
-        mlflow.set_tag("prox.leakage_excluded", ",".join(excluded) or "none")
+            encoder = without(encoder, excluded)
+        if audited.kept:
+            log.warning("leakage audit flagged %s, kept by request (--keep)", ", ".join(audited.kept))
+        mlflow.set_tags(
+            {
+                "prox.leakage_excluded": ",".join(excluded) or "none",
+                "prox.leakage_kept": ",".join(audited.kept) or "none",
+                "prox.leakage_suspect": ",".join(audited.summary()["suspect"]) or "none",
+                "prox.leakage_suspect_auc": f"{audited.suspect_auc():.4f}",
+                "prox.leakage_summary": json.dumps(audited.summary(), sort_keys=True, default=str)[:4900],
+                "prox.time_column": str(info.get("time_column")),
+            }
+        )
 
         result = train_models(split, encoder, config)
         root = _bundle_root(settings, run_id)
@@ -554,6 +720,8 @@ def train(
             "bundles": dirs,
             "model_name": model_name,
             "excluded": excluded,
+            "kept": audited.kept,
+            "leakage": audited.summary(),
             "features": len(encoder.features),
         }
 
@@ -625,6 +793,7 @@ def evaluate(
                     split.test,
                     min_rows=options.segment_min_rows,
                     min_positives=options.segment_min_positives,
+                    segments=options.segments or None,
                 ),
             )
         bundle, p, ev = evaluations[winner_name]
@@ -675,7 +844,12 @@ def evaluate(
             files = write_plots(y, p, shap, Path(tmp), oracle_p=q)
             for path in files.values():
                 mlflow.log_artifact(str(path), artifact_path="plots")
-        leakage = mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/leakage/audit.json")["findings"]
+        audit_file = _bundle_root(settings, trained["run_id"]) / "leakage_audit.json"
+        audit_json = (
+            json.loads(audit_file.read_text())
+            if audit_file.is_file()
+            else mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/leakage/audit.json")
+        )
         baseline = evaluations.get("logistic")
         card = model_card(
             model_name=trained["model_name"],
@@ -686,20 +860,25 @@ def evaluate(
             baseline_metrics=baseline[2].metrics if baseline else None,
             segment_gaps=ev.segment_gaps,
             largest_gap=ev.largest_gap,
-            leakage=leakage,
+            leakage=audit_json["findings"],
+            leakage_summary=audit_json.get("summary"),
+            time_column=info.get("time_column"),
+            segment_columns=options.segments,
             tiers=tier_info,
             oracle=ev.oracle,
             horizon_days=info.get("horizon_days"),
             source=info["source"],
             code_version=code_version(),
             importance=shap,
-            flat_file=info["split"] == "stratified",
+            flat_file=is_flat(info),
         )
         mlflow.log_text(card, "model_card.md")
+        mlflow.set_tag("prox.segments_measured", ",".join(ev.segment_gaps) or "none")
         results = {
             "roc_auc": ev.metrics["roc_auc"],
             "ece": ev.metrics["ece"],
             "largest_segment_gap": float(ev.largest_gap.get("gap", 0.0)),
+            "segments_measured": sorted(ev.segment_gaps),
             "pr_auc": ev.metrics["pr_auc"],
             **{k: v for k, v in ev.oracle.items() if k in ("oracle_auc", "oracle_gap")},
         }
@@ -801,6 +980,25 @@ def _version(package: str) -> str:
 
 
 # ---- 6. gate ---------------------------------------------------------------------------------------------
+def leakage_summary(settings: Settings, run_id: str | None) -> dict[str, Any] | None:
+    """The leakage audit's summary recorded by a training run (None: not recorded, e.g. a
+    version trained before the audit kept one)."""
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    from models.registry import client
+
+    try:
+        tags = client(settings.tracking_uri).get_run(run_id).data.tags
+    except MlflowException:
+        return None
+    try:
+        return json.loads(tags["prox.leakage_summary"])
+    except (KeyError, ValueError):
+        return None
+
+
 def champion_metrics_on(
     settings: Settings, model_name: str, champion_version: str, split: Split
 ) -> dict[str, float]:
@@ -841,7 +1039,14 @@ def gate(
     if current is not None and current != version:
         split = make_split(info, read_training_set(info), options, config.seed)
         champion = champion_metrics_on(settings, name, current, split)
-    decision = decide(evaluated["metrics"], champion, gate_config)
+    champion_run = mc.get_model_version(name, current).run_id if current is not None else None
+    decision = decide(
+        evaluated["metrics"],
+        champion,
+        gate_config,
+        leakage=leakage_summary(settings, registered["run_id"]),
+        champion_leakage=leakage_summary(settings, champion_run) if champion is not None else None,
+    )
     record = apply_decision(
         mc,
         settings.data_dir,
@@ -858,6 +1063,7 @@ def gate(
                 "prox.gate.decision": "promoted" if decision.promoted else "refused",
                 "prox.gate.rule": decision.rule,
                 "prox.gate.message": decision.message,
+                "prox.gate.exit_code": str(decision.exit_code),
             }
         )
         mlflow.log_dict(record, "gate/decision.json")
@@ -868,6 +1074,8 @@ def gate(
         "message": decision.message,
         "version": version,
         "champion_before": current,
+        "first_model": decision.first_model,
+        "exit_code": decision.exit_code,
     }
 
 
@@ -881,22 +1089,31 @@ def run_all(
     gate_config: GateConfig | None = None,
     airflow: Mapping[str, Any] | None = None,
     run_label: str = "cli",
+    step: Callable[[str], AbstractContextManager[Any]] | None = None,
 ) -> dict[str, Any]:
-    """Validate, train, evaluate, register and gate one training set (built beforehand)."""
-    validation = validate_training_set(settings, info, run_id=f"{run_label}-{info['digest'][:12]}")
-    trained = train(settings, info, validation, config=config, options=options, airflow=airflow)
-    evaluated = evaluate(settings, info, trained, config=config, options=options)
-    registered = register(settings, info, trained, evaluated, airflow=airflow)
-    gated = gate(
-        settings,
-        info,
-        registered,
-        evaluated,
-        gate_config=gate_config,
-        config=config,
-        options=options,
-        airflow=airflow,
-    )
+    """Validate, train, evaluate, register and gate one training set (built beforehand).
+
+    ``step(name)`` (optional) wraps each step, e.g. in a progress line of the CLI."""
+    step = step or (lambda name: contextlib.nullcontext())
+    with step("validate"):
+        validation = validate_training_set(settings, info, run_id=f"{run_label}-{info['digest'][:12]}")
+    with step("train"):
+        trained = train(settings, info, validation, config=config, options=options, airflow=airflow)
+    with step("evaluate"):
+        evaluated = evaluate(settings, info, trained, config=config, options=options)
+    with step("register"):
+        registered = register(settings, info, trained, evaluated, airflow=airflow)
+    with step("gate"):
+        gated = gate(
+            settings,
+            info,
+            registered,
+            evaluated,
+            gate_config=gate_config,
+            config=config,
+            options=options,
+            airflow=airflow,
+        )
     return {
         "validation": validation.get("decision"),
         "trained": trained,
@@ -929,6 +1146,7 @@ def version_context(
         "horizon_days": int(horizon) if horizon and horizon != "None" else None,
         "source": tags.get("prox.source"),
         "digest": tags.get("prox.training_set_digest"),
+        "time_column": None if tags.get("prox.time_column") in (None, "None") else tags["prox.time_column"],
     }
     registered = {"model_name": model_name, "version": str(version), "run_id": mv.run_id, "cold_start": False}
     evaluated = {
@@ -967,5 +1185,6 @@ def evaluate_version(
         split.test,
         min_rows=options.segment_min_rows,
         min_positives=options.segment_min_positives,
+        segments=options.segments or None,
     )
     return {"model": model_name, "version": str(version), "training_set": info["path"], **ev.to_json()}
